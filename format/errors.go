@@ -1,0 +1,106 @@
+package format
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Every error returned by this package that is about the
+// contents of an image wraps one of these, so callers can use errors.Is.
+var (
+	// ErrNotVHD means no VHD footer was found: the file is not a VHD.
+	ErrNotVHD = errors.New("vhd: not a VHD image")
+	// ErrChecksum means a footer or dynamic header checksum does not match.
+	ErrChecksum = errors.New("vhd: checksum mismatch")
+	// ErrCorrupt means a structure is present but inconsistent (out of range
+	// offsets, overlapping blocks, impossible sizes).
+	ErrCorrupt = errors.New("vhd: corrupt image")
+	// ErrUnsupported means a valid image of a kind this package does not serve.
+	ErrUnsupported = errors.New("vhd: unsupported")
+	// ErrParentNotFound means no candidate path for a differencing disk's
+	// parent could be opened.
+	ErrParentNotFound = errors.New("vhd: parent not found")
+	// ErrParentMismatch means a candidate parent was found but its unique id
+	// differs from the one the child records.
+	ErrParentMismatch = errors.New("vhd: parent UUID mismatch")
+	// ErrChain means the chain of parents is unusable: a cycle, or deeper
+	// than MaxChainDepth.
+	ErrChain = errors.New("vhd: bad parent chain")
+	// ErrReadOnly is returned by WriteAt on a disk opened read-only.
+	ErrReadOnly = errors.New("vhd: disk is read-only")
+	// ErrOutOfRange means an offset or length outside the virtual disk.
+	ErrOutOfRange = errors.New("vhd: offset out of range")
+)
+
+// FormatError reports where in which file a structure is broken.
+type FormatError struct {
+	Path   string // file the problem is in
+	Off    int64  // absolute byte offset of the field in that file
+	Field  string // structure and field, e.g. "footer Checksum"
+	Detail string // want/have values or other specifics, may be empty
+	Err    error  // one of the sentinel errors
+}
+
+func (e *FormatError) Error() string {
+	var b strings.Builder
+	b.WriteString("vhd: ")
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	fmt.Fprintf(&b, "%s at 0x%x: %s", e.Field, e.Off, strings.TrimPrefix(e.Err.Error(), "vhd: "))
+	if e.Detail != "" {
+		b.WriteString(" (")
+		b.WriteString(e.Detail)
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Unwrap returns the sentinel error.
+func (e *FormatError) Unwrap() error { return e.Err }
+
+func formatErr(path string, off int64, field string, err error, detail string, args ...any) error {
+	if len(args) > 0 {
+		detail = fmt.Sprintf(detail, args...)
+	}
+	return &FormatError{Path: path, Off: off, Field: field, Detail: detail, Err: err}
+}
+
+// ParentAttempt is one path tried while looking for a parent.
+type ParentAttempt struct {
+	Source string // where the candidate came from: "W2ru", "W2ku", "MacX", "header name", "--parent", with " (basename)" for a fallback
+	Raw    string // the path as recorded in the child
+	Path   string // the path that was tried on this machine
+	Reason string // why it was rejected
+}
+
+// ParentError reports a differencing disk whose parent could not be opened,
+// with every path tried and why each was rejected.
+type ParentError struct {
+	Child      string // path of the child image
+	ParentUUID string // the parent unique id the child records
+	Tried      []ParentAttempt
+	Err        error // ErrParentNotFound or ErrParentMismatch
+}
+
+func (e *ParentError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "vhd: %s: %s (wanted parent uuid %s)", e.Child, strings.TrimPrefix(e.Err.Error(), "vhd: "), e.ParentUUID)
+	if len(e.Tried) == 0 {
+		b.WriteString("; the image records no parent name or locator")
+	}
+	for i, a := range e.Tried {
+		if i == 0 {
+			b.WriteString("; tried: ")
+		} else {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s %q -> %s: %s", a.Source, a.Raw, a.Path, a.Reason)
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrParentNotFound or ErrParentMismatch.
+func (e *ParentError) Unwrap() error { return e.Err }
