@@ -75,7 +75,6 @@ func (l *layer) parentCandidates() []candidate {
 	if nameLE != "" && asciiCount(nameLE) > asciiCount(nameBE) {
 		out = append(out, candidate{"header name (UTF-16LE)", nameLE, windowsPaths(nameLE, dir)})
 	}
-	l.parentName = nameBE
 	return out
 }
 

@@ -156,5 +156,3 @@ func checkAllZeros(t *testing.T, d *format.Disk) {
 		}
 	}
 }
-
-

@@ -182,3 +182,24 @@ func (l *layer) readData(p []byte, off int64) error {
 	}
 	return fmt.Errorf("vhd: %s: read %d bytes at 0x%x: %w", l.path, len(p), off, err)
 }
+
+// Sync flushes the top image's file to stable storage. Parents are never
+// written, so they need no sync.
+func (d *Disk) Sync() error {
+	if d.layers[0].readOnly {
+		return nil
+	}
+	if err := d.layers[0].f.Sync(); err != nil {
+		return fmt.Errorf("vhd: %s: sync: %w", d.layers[0].path, err)
+	}
+	return nil
+}
+
+// WriteAt writes p at off. Until writing is implemented for an image type it
+// returns ErrUnsupported; on a read-only disk ErrReadOnly.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if d.layers[0].readOnly {
+		return 0, ErrReadOnly
+	}
+	return 0, ErrUnsupported
+}

@@ -6,7 +6,6 @@ package format
 // allocated; it may still read as zeros. Granularity is the block (whole
 // fixed disks are data). off must be in [0, Size()).
 func (d *Disk) Extent(off int64) (data bool, end int64) {
-	end = d.size
 	holeEnd := d.size
 	for _, l := range d.layers {
 		if off >= l.size {

@@ -59,8 +59,8 @@ type layer struct {
 	hdrOff     int64
 	blockSize  int64
 	bitmapSize int64
-	nblocks    int64      // BAT entries that cover the virtual size
-	bat        []uint32   // accessed with atomic loads; stored with atomic stores under mu
+	nblocks    int64    // BAT entries that cover the virtual size
+	bat        []uint32 // accessed with atomic loads; stored with atomic stores under mu
 	bitmaps    []atomic.Pointer[bitmap]
 	meta       []interval // metadata areas no block may overlap
 	batmapOff  int64      // blktap batmap, 0 when absent
@@ -190,6 +190,9 @@ func (l *layer) readHeader(ignoreChecksum bool) error {
 	}
 	if l.footer.DiskType == TypeDifferencing && h.ParentUniqueID == (uuid.UUID{}) {
 		return formatErr(p, l.hdrOff+0x28, "dynamic header ParentUniqueID", ErrCorrupt, "differencing disk without a parent unique id")
+	}
+	if l.footer.DiskType == TypeDifferencing {
+		l.parentName = decodeUTF16(h.ParentUnicodeName[:], binary.BigEndian)
 	}
 	// The BAT: only the entries that cover the virtual size are read.
 	to := h.TableOffset

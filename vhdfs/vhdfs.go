@@ -1,0 +1,262 @@
+// Package vhdfs exposes a virtual disk as a FUSE filesystem whose root holds
+// one regular file, disk.raw. It is a thin translation of FUSE requests onto
+// a Disk's ReadAt, WriteAt, Sync and Extent; it knows nothing of the VHD
+// format.
+package vhdfs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/vhdmount/vhdmount/format"
+)
+
+// FileName is the name of the single file in the mount's root.
+const FileName = "disk.raw"
+
+// Disk is what vhdfs serves. *format.Disk implements it.
+type Disk interface {
+	io.ReaderAt
+	io.WriterAt
+	Size() int64
+	Sync() error
+	ReadOnly() bool
+	// Extent reports whether off is data or a hole, and where that run ends.
+	Extent(off int64) (data bool, end int64)
+	AllocatedBytes() int64
+}
+
+// maxIO is the largest READ and WRITE request negotiated with the kernel.
+const maxIO = 1 << 20
+
+// Options for Mount.
+type Options struct {
+	ReadOnly   bool   // mount read-only (also implied by a read-only Disk)
+	AllowOther bool   // let other users access the mount (needs user_allow_other for non-root)
+	Debug      bool   // log every FUSE request
+	FsName     string // shown as the source in /proc/mounts; the image path
+	// Logf receives errors that are turned into EIO. nil logs with the log package.
+	Logf func(format string, args ...any)
+}
+
+// Mount mounts d at mountpoint and returns the running server. The mount is
+// live when Mount returns; call Unmount and Wait on the server to end it.
+func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
+	root := NewRoot(d, o)
+	mo := fuse.MountOptions{
+		FsName:       o.FsName, // source column of /proc/mounts
+		Name:         "vhdmount",
+		MaxWrite:     maxIO, // also max_read and max_pages: 1 MiB requests
+		MaxReadAhead: maxIO,
+		AllowOther:   o.AllowOther,
+		DirectMount:  true, // mount(2) directly when root; fusermount3 otherwise
+		Debug:        o.Debug,
+		// Extended attributes are not supported; saves a round trip per
+		// security.capability lookup on every write.
+		DisableXAttrs: true,
+	}
+	if o.AllowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if root.ro {
+		mo.Options = append(mo.Options, "ro")
+	}
+	sec := time.Second
+	return fs.Mount(mountpoint, root, &fs.Options{
+		MountOptions: mo,
+		AttrTimeout:  &sec,
+		EntryTimeout: &sec,
+		UID:          uint32(os.Getuid()),
+		GID:          uint32(os.Getgid()),
+	})
+}
+
+// Root is the filesystem root: a directory with the single file disk.raw.
+type Root struct {
+	fs.Inode
+	file *File
+	ro   bool
+}
+
+// NewRoot returns the root node serving d.
+func NewRoot(d Disk, o Options) *Root {
+	ro := o.ReadOnly || d.ReadOnly()
+	logf := o.Logf
+	if logf == nil {
+		logf = log.Printf
+	}
+	return &Root{file: &File{d: d, ro: ro, logf: logf, mtime: time.Now()}, ro: ro}
+}
+
+// OnAdd adds disk.raw when the filesystem is mounted.
+func (r *Root) OnAdd(ctx context.Context) {
+	ch := r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
+	r.AddChild(FileName, ch, false)
+}
+
+// Statfs reports the disk's size as the filesystem's size, nothing free.
+func (r *Root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	const bsize = 4096
+	out.Bsize, out.Frsize = bsize, bsize
+	out.Blocks = uint64((r.file.d.Size() + bsize - 1) / bsize)
+	out.Files = 1
+	out.NameLen = 255
+	return 0
+}
+
+// File is the disk.raw node.
+type File struct {
+	fs.Inode
+	d     Disk
+	ro    bool
+	logf  func(format string, args ...any)
+	mtime time.Time // mount time, reported as mtime and ctime
+
+	mu      sync.Mutex // guards the st_blocks cache
+	allocAt time.Time
+	alloc   int64
+}
+
+// Getattr reports the disk's size, mode 0644 (0444 read-only) and, as
+// st_blocks, what the chain stores, so sparse-aware tools look for holes.
+func (f *File) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFREG | 0o644
+	if f.ro {
+		out.Mode = syscall.S_IFREG | 0o444
+	}
+	out.Size = uint64(f.d.Size())
+	out.Blocks = uint64(f.allocated()+511) / 512
+	out.Blksize = 4096
+	out.Nlink = 1
+	out.SetTimes(nil, &f.mtime, &f.mtime)
+	return 0
+}
+
+// allocated returns the chain's stored bytes, recomputed at most once a second.
+func (f *File) allocated() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Since(f.allocAt) > time.Second {
+		f.alloc, f.allocAt = f.d.AllocatedBytes(), time.Now()
+	}
+	return f.alloc
+}
+
+// Setattr refuses size changes (a disk cannot grow or shrink) and mode or
+// owner changes; time updates are accepted and ignored.
+func (f *File) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && int64(sz) != f.d.Size() {
+		return syscall.EPERM
+	}
+	if _, ok := in.GetMode(); ok {
+		return syscall.EPERM
+	}
+	if _, ok := in.GetUID(); ok {
+		return syscall.EPERM
+	}
+	if _, ok := in.GetGID(); ok {
+		return syscall.EPERM
+	}
+	return f.Getattr(ctx, fh, out)
+}
+
+// Open refuses writing opens of a read-only disk.
+func (f *File) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if f.ro && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, 0, 0
+}
+
+// Read reads from the disk.
+func (f *File) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := f.d.ReadAt(dest, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return fuse.ReadResultData(dest[:n]), f.errno(err)
+}
+
+// Write writes to the disk; past its end is ENOSPC, as for a block device.
+func (f *File) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if f.ro {
+		return 0, syscall.EROFS
+	}
+	if off+int64(len(data)) > f.d.Size() {
+		return 0, syscall.ENOSPC
+	}
+	n, err := f.d.WriteAt(data, off)
+	return uint32(n), f.errno(err)
+}
+
+// Fsync makes every acknowledged write durable.
+func (f *File) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	return f.errno(f.d.Sync())
+}
+
+// Flush is called on every close; writes are already in the image file.
+func (f *File) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the chain's allocation.
+func (f *File) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	const seekData, seekHole = 3, 4
+	size := f.d.Size()
+	if int64(off) >= size {
+		return 0, syscall.ENXIO
+	}
+	if whence != seekData && whence != seekHole {
+		return 0, syscall.EINVAL
+	}
+	for pos := int64(off); pos < size; {
+		data, end := f.d.Extent(pos)
+		if data == (whence == seekData) {
+			return uint64(pos), 0
+		}
+		pos = end
+	}
+	if whence == seekHole {
+		return uint64(size), 0 // the end of the file is a hole
+	}
+	return 0, syscall.ENXIO
+}
+
+// errno maps an error from the Disk onto an errno. It is the only place that
+// does so.
+func (f *File) errno(err error) syscall.Errno {
+	var en syscall.Errno
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, format.ErrReadOnly), errors.Is(err, format.ErrUnsupported):
+		return syscall.EROFS
+	case errors.Is(err, format.ErrOutOfRange):
+		return syscall.EINVAL
+	case errors.As(err, &en):
+		return en // ENOSPC, EDQUOT… from the filesystem holding the image
+	}
+	f.logf("vhdmount: I/O error: %v", err)
+	return syscall.EIO
+}
+
+var (
+	_ fs.NodeOnAdder   = (*Root)(nil)
+	_ fs.NodeStatfser  = (*Root)(nil)
+	_ fs.NodeGetattrer = (*File)(nil)
+	_ fs.NodeSetattrer = (*File)(nil)
+	_ fs.NodeOpener    = (*File)(nil)
+	_ fs.NodeReader    = (*File)(nil)
+	_ fs.NodeWriter    = (*File)(nil)
+	_ fs.NodeFsyncer   = (*File)(nil)
+	_ fs.NodeFlusher   = (*File)(nil)
+	_ fs.NodeLseeker   = (*File)(nil)
+	_ Disk             = (*format.Disk)(nil)
+)
