@@ -68,7 +68,9 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
 	if root.ro {
+		// "ro" for fusermount3; MS_RDONLY for a direct mount(2).
 		mo.Options = append(mo.Options, "ro")
+		mo.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
 	}
 	sec := time.Second
 	return fs.Mount(mountpoint, root, &fs.Options{

@@ -1,0 +1,509 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vhdmount/vhdmount/internal/testenv"
+)
+
+func sha256File(t *testing.T, path string) (string, int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, f, make([]byte, 1<<20))
+	if err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n
+}
+
+// TestMountCorpus mounts every readable corpus case and compares disk.raw's
+// size and sha256 with the corpus; refusals must exit non-zero with a message
+// and leave nothing mounted.
+func TestMountCorpus(t *testing.T) {
+	requireMount(t)
+	corpus := testenv.CorpusDir(t)
+	for _, c := range testenv.Cases(t, corpus) {
+		t.Run(c.Name, func(t *testing.T) {
+			img := testenv.Unpack(t, corpus, c.Open)
+			if c.Error != "" {
+				dir := tempDir(t)
+				out, code := run(t, bin("vhdmount"), img, dir)
+				if code == 0 {
+					syscall.Unmount(dir, 0)
+					t.Fatalf("vhdmount mounted a %q case", c.Error)
+				}
+				if !strings.Contains(out, "vhdmount: ") || !strings.Contains(out, filepath.Base(img)) {
+					t.Errorf("message does not name the image: %q", out)
+				}
+				if _, ok := mountedAt(dir); ok {
+					t.Errorf("%s is mounted after a refusal", dir)
+				}
+				return
+			}
+			m := mountImage(t, img, "--ro")
+			fi, err := os.Stat(m.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() != c.Size {
+				t.Fatalf("disk.raw is %d bytes, want %d", fi.Size(), c.Size)
+			}
+			switch {
+			case c.SHA256 != "":
+				if sum, _ := sha256File(t, m.file); sum != c.SHA256 {
+					t.Fatalf("sha256 %s, want %s", sum, c.SHA256)
+				}
+			case strings.Contains(c.Note, "all zeros"):
+				checkZerosAndHoles(t, m.file, c.Size)
+			default:
+				// The ext4-3G cases: the format package compares them with
+				// the source raw in full; here the first 64 MiB (everything
+				// the filesystem wrote) and SEEK_DATA must agree with it.
+				src := filepath.Join(corpus, filepath.Dir(c.Open), "ext4-3G.raw.gz")
+				comparePrefix(t, m.file, src, 64<<20)
+			}
+		})
+	}
+}
+
+// checkZerosAndHoles checks a huge empty disk through the mount: SEEK_DATA
+// finds nothing, and reads at both ends and in between return zeros.
+func checkZerosAndHoles(t *testing.T, path string, size int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if off, err := f.Seek(0, 3 /* SEEK_DATA */); err != syscall.ENXIO && !isENXIO(err) {
+		t.Fatalf("SEEK_DATA on an empty disk: %d, %v; want ENXIO", off, err)
+	}
+	buf := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 32; i++ {
+		off := rng.Int64N(size/512-2048) * 512
+		if i == 0 {
+			off = 0
+		} else if i == 1 {
+			off = size - int64(len(buf))
+		}
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if !bytes.Equal(buf, make([]byte, len(buf))) {
+			t.Fatalf("non-zero bytes at %d", off)
+		}
+	}
+}
+
+func isENXIO(err error) bool {
+	var pe *fs.PathError
+	if e, ok := err.(*fs.PathError); ok {
+		pe = e
+		return pe.Err == syscall.ENXIO
+	}
+	return false
+}
+
+// comparePrefix compares the first n bytes of path with the gzipped raw src.
+func comparePrefix(t *testing.T, path, src string, n int64) {
+	t.Helper()
+	r, err := testenv.OpenGz(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	want, err := io.ReadAll(io.LimitReader(r, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, len(want))
+	if _, err := f.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("first %d bytes of disk.raw differ from %s", n, src)
+	}
+}
+
+// TestLoopMountExt4 loop-mounts the ext4 filesystem inside each qemu-img
+// image through disk.raw and compares every file with the same filesystem
+// loop-mounted from the source raw file the images were made from.
+func TestLoopMountExt4(t *testing.T) {
+	requireMount(t)
+	want := map[string]map[string]string{}
+	for _, src := range []string{"ext4-10M512", "ext4-3G"} {
+		raw := corpusImage(t, "generated/qemu-img/"+src+".raw.gz")
+		want[src] = treeSums(t, loopMount(t, raw, "ro"))
+		if len(want[src]) < 3 {
+			t.Fatalf("%s holds only %d files", src, len(want[src]))
+		}
+	}
+	for _, name := range []string{"ext4-10M512.dyn", "ext4-10M512.dyn-force", "ext4-10M512.fixed", "ext4-10M512.fixed-force",
+		"ext4-3G.dyn", "ext4-3G.dyn-force", "ext4-3G.fixed", "ext4-3G.fixed-force"} {
+		t.Run(name, func(t *testing.T) {
+			img := corpusImage(t, "generated/qemu-img/"+name+".vhd.gz")
+			m := mountImage(t, img, "--ro")
+			mustRun(t, "e2fsck", "-fn", m.file)
+			dir := loopMount(t, m.file, "ro")
+			got := treeSums(t, dir)
+			src := strings.Split(name, ".")[0]
+			if len(got) != len(want[src]) {
+				t.Errorf("%d files, want %d", len(got), len(want[src]))
+			}
+			for p, sum := range want[src] {
+				if got[p] != sum {
+					t.Errorf("%s: sha256 %s, want %s", p, got[p], sum)
+				}
+			}
+		})
+	}
+}
+
+// treeSums returns the sha256 of every regular file under dir, by relative path.
+func treeSums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			out[rel], _ = sha256File(t, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestConcurrentReads reads a 5-deep differencing chain through the mount
+// from several goroutines at random offsets and compares with the corpus's
+// expected flat disk.
+func TestConcurrentReads(t *testing.T) {
+	requireMount(t)
+	img := corpusImage(t, "generated/chain-deep/deep4.vhd.gz")
+	r, err := testenv.OpenGz(filepath.Join(testenv.CorpusDir(t), "generated/chain-deep/deep4.expected.raw.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mountImage(t, img, "--ro")
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Open(m.file)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer f.Close()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for range 300 {
+				n := 1 + rng.IntN(256<<10)
+				off := rng.Int64N(int64(len(want) - n))
+				buf := make([]byte, n)
+				if _, err := f.ReadAt(buf, off); err != nil {
+					errs <- err.Error()
+					return
+				}
+				if !bytes.Equal(buf, want[off:off+int64(n)]) {
+					errs <- "mismatch at " + string(rune(off))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestBadUse: each misuse is one clear message, a non-zero exit, and nothing mounted.
+func TestBadUse(t *testing.T) {
+	requireMount(t)
+	img := corpusImage(t, "real/dfvfs/ext2.vhd")
+	busy := mountImage(t, img, "--ro")
+	notVHD := filepath.Join(tempDir(t), "notes.txt")
+	os.WriteFile(notVHD, bytes.Repeat([]byte("not a disk\n"), 100), 0o644)
+	cases := []struct {
+		name, image, mnt, want string
+	}{
+		{"missing image", "/nonexistent/x.vhd", tempDir(t), "no such file"},
+		{"missing mountpoint", img, "/nonexistent/mnt", "mountpoint"},
+		{"already mounted", img, busy.dir, "already a mount point"},
+		{"not a VHD", notVHD, tempDir(t), "not a VHD"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(mounts())
+			out, code := run(t, bin("vhdmount"), c.image, c.mnt)
+			if code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			if !strings.Contains(out, c.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+				t.Errorf("output %q: want one line containing %q", out, c.want)
+			}
+			if after := len(mounts()); after != before {
+				t.Errorf("%d mounts before, %d after", before, after)
+			}
+		})
+	}
+	out, code := run(t, bin("vhdmount"), "only-one-arg")
+	if code != 2 || !strings.Contains(out, "usage:") {
+		t.Errorf("one argument: exit %d, output %q; want 2 and the usage", code, out)
+	}
+}
+
+// TestDaemon: without -f vhdmount returns only once the mount is live, and
+// the detached server exits after umount.
+func TestDaemon(t *testing.T) {
+	requireMount(t)
+	img := corpusImage(t, "real/dfvfs/ext2.vhd")
+	dir := tempDir(t)
+	out, code := run(t, bin("vhdmount"), "-o", "ro", img, dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	m, ok := mountedAt(dir)
+	if !ok {
+		t.Fatal("vhdmount returned 0 but nothing is mounted")
+	}
+	pid := serverPid(dir)
+	defer func() {
+		if _, ok := mountedAt(dir); ok {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	}()
+	if m.fstype != "fuse.vhdmount" || !strings.Contains(m.opts, "ro") {
+		t.Errorf("mount type %q options %q; want fuse.vhdmount, ro", m.fstype, m.opts)
+	}
+	if sum, _ := sha256File(t, filepath.Join(dir, "disk.raw")); !strings.HasPrefix(sum, "870be7ae") {
+		t.Errorf("sha256 %s, want 870be7ae…", sum)
+	}
+	mustRun(t, "umount", dir)
+	if pid == 0 {
+		t.Fatal("no server process found for the mount")
+	}
+	waitGone(t, pid)
+}
+
+// serverPid finds the vhdmount process serving dir.
+func serverPid(dir string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmtSscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if strings.HasSuffix(args[0], "vhdmount") && len(args) > 1 && args[len(args)-2] == dir {
+			return pid
+		}
+	}
+	return 0
+}
+
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(filepath.Join("/proc", itoa(pid), "stat"))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("server %d still running 20s after umount", pid)
+}
+
+// TestSignal: SIGTERM to a foreground server unmounts and exits 0.
+func TestSignal(t *testing.T) {
+	requireMount(t)
+	m := mountImage(t, corpusImage(t, "real/dfvfs/ext2.vhd"), "--ro")
+	m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-m.done:
+		m.done <- err
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, m.out)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+	if _, ok := mountedAt(m.dir); ok {
+		t.Error("still mounted after SIGTERM")
+	}
+}
+
+// TestReadOnly: --ro and a read-only image file both give a read-only mount
+// where writes fail with EROFS.
+func TestReadOnly(t *testing.T) {
+	requireMount(t)
+	img := corpusImage(t, "real/dfvfs/ext2.vhd")
+	copyPath := filepath.Join(tempDir(t), "ro.vhd")
+	b, _ := os.ReadFile(img)
+	os.WriteFile(copyPath, b, 0o444)
+	for _, c := range []struct {
+		name, image string
+		args        []string
+	}{{"--ro", img, []string{"--ro"}}, {"-o ro", img, []string{"-o", "ro"}}, {"read-only file", copyPath, nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.name == "read-only file" && os.Geteuid() == 0 {
+				// root ignores mode bits; make the file immutable instead
+				_, code := run(t, "chattr", "+i", copyPath)
+				testenv.Require(t, code == 0, "chattr +i not supported on this filesystem, and root can write any file")
+				defer run(t, "chattr", "-i", copyPath)
+			}
+			m := mountImage(t, c.image, c.args...)
+			fi, err := os.Stat(m.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o444 {
+				t.Errorf("mode %v, want 0444", fi.Mode())
+			}
+			f, err := os.OpenFile(m.file, os.O_WRONLY, 0)
+			if err == nil {
+				f.Close()
+				t.Fatal("opened disk.raw for writing on a read-only mount")
+			}
+			if !strings.Contains(err.Error(), "read-only") {
+				t.Errorf("open for write: %v, want EROFS", err)
+			}
+		})
+	}
+}
+
+// TestMountHelper: `mount -t fuse.vhdmount IMAGE DIR -o ro` works through
+// mount.fuse3 with vhdmount on PATH, as an fstab line would.
+func TestMountHelper(t *testing.T) {
+	requireMount(t)
+	_, err := exec.LookPath("mount.fuse3")
+	testenv.Require(t, err == nil, "mount.fuse3 not installed (Debian package fuse3)")
+	img := corpusImage(t, "real/dfvfs/ext2.vhd")
+	dir := tempDir(t)
+	// mount.fuse3 runs the helper through /bin/sh with a fixed PATH, so it
+	// must be installed; put ours there for the test unless one already is.
+	const installed = "/usr/local/bin/vhdmount"
+	if _, err := os.Lstat(installed); err == nil {
+		t.Logf("using the already installed %s", installed)
+	} else {
+		if err := os.Symlink(bin("vhdmount"), installed); err != nil {
+			testenv.Require(t, false, "cannot install vhdmount into /usr/local/bin: "+err.Error())
+		}
+		t.Cleanup(func() { os.Remove(installed) })
+	}
+	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail")
+	pid := serverPid(dir)
+	m, ok := mountedAt(dir)
+	if !ok {
+		t.Fatal("not mounted")
+	}
+	defer func() {
+		if _, ok := mountedAt(dir); ok {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	}()
+	if !strings.HasPrefix(m.opts, "ro") {
+		t.Errorf("options %q, want ro", m.opts)
+	}
+	if sum, _ := sha256File(t, filepath.Join(dir, "disk.raw")); !strings.HasPrefix(sum, "870be7ae") {
+		t.Errorf("sha256 %s, want 870be7ae…", sum)
+	}
+	mustRun(t, "umount", dir)
+	if pid != 0 {
+		waitGone(t, pid)
+	}
+}
+
+// TestSeekHole: SEEK_DATA/SEEK_HOLE on disk.raw follow the allocation of a
+// dynamic image qemu-img made from a raw file with data in two places.
+func TestSeekHole(t *testing.T) {
+	requireMount(t)
+	_, err := exec.LookPath("qemu-img")
+	testenv.Require(t, err == nil, "qemu-img not installed")
+	dir := tempDir(t)
+	raw := filepath.Join(dir, "src.raw")
+	f, _ := os.Create(raw)
+	f.Truncate(64 << 20)
+	f.WriteAt(bytes.Repeat([]byte{1}, 4096), 6<<20+512)   // block 3
+	f.WriteAt(bytes.Repeat([]byte{2}, 4096), 40<<20+8192) // block 20
+	f.Close()
+	img := filepath.Join(dir, "sparse.vhd")
+	mustRun(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_size=on", raw, img)
+	m := mountImage(t, img, "--ro")
+	g, err := os.Open(m.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	seek := func(off int64, whence int) int64 {
+		n, err := g.Seek(off, whence)
+		if err != nil {
+			t.Fatalf("seek(%d, %d): %v", off, whence, err)
+		}
+		return n
+	}
+	const mb = 1 << 20
+	for _, c := range []struct {
+		off    int64
+		whence int
+		want   int64
+	}{{0, 3, 6 * mb}, {6 * mb, 4, 8 * mb}, {8 * mb, 3, 40 * mb}, {41 * mb, 4, 42 * mb}, {42 * mb, 4, 42 * mb}} {
+		if got := seek(c.off, c.whence); got != c.want {
+			t.Errorf("seek(%d MiB, %d) = %d MiB, want %d MiB", c.off/mb, c.whence, got/mb, c.want/mb)
+		}
+	}
+	if _, err := g.Seek(43*mb, 3); !isENXIO(err) {
+		t.Errorf("SEEK_DATA past the last data: %v, want ENXIO", err)
+	}
+	// cp --sparse=always produces the same bytes and a sparse file.
+	out := filepath.Join(dir, "copy.raw")
+	mustRun(t, "cp", "--sparse=always", m.file, out)
+	a, _ := sha256File(t, out)
+	b, _ := sha256File(t, raw)
+	if a != b {
+		t.Errorf("cp of disk.raw differs from the source raw")
+	}
+}
