@@ -47,6 +47,7 @@ type candidate struct {
 	source string // W2ru, W2ku, MacX, header name, --parent
 	raw    string // as recorded
 	paths  []string
+	direct int // paths[direct:] are basename fallbacks
 }
 
 // parentCandidates lists the places to look for l's parent, in policy order:
@@ -59,21 +60,24 @@ func (l *layer) parentCandidates() []candidate {
 	for _, code := range []string{"W2ru", "W2ku", "MacX"} {
 		for _, raw := range locs[code] {
 			var paths []string
+			var direct int
 			if code == "MacX" {
-				paths = macxPaths(raw, dir)
+				paths, direct = macxPaths(raw, dir)
 			} else {
-				paths = windowsPaths(raw, dir)
+				paths, direct = windowsPaths(raw, dir)
 			}
-			out = append(out, candidate{code, raw, paths})
+			out = append(out, candidate{code, raw, paths, direct})
 		}
 	}
 	nameBE := decodeUTF16(l.hdr.ParentUnicodeName[:], binary.BigEndian)
 	if nameBE != "" {
-		out = append(out, candidate{"header name", nameBE, windowsPaths(nameBE, dir)})
+		paths, direct := windowsPaths(nameBE, dir)
+		out = append(out, candidate{"header name", nameBE, paths, direct})
 	}
 	nameLE := decodeUTF16(l.hdr.ParentUnicodeName[:], binary.LittleEndian)
 	if nameLE != "" && asciiCount(nameLE) > asciiCount(nameBE) {
-		out = append(out, candidate{"header name (UTF-16LE)", nameLE, windowsPaths(nameLE, dir)})
+		paths, direct := windowsPaths(nameLE, dir)
+		out = append(out, candidate{"header name (UTF-16LE)", nameLE, paths, direct})
 	}
 	return out
 }
@@ -120,23 +124,25 @@ func (l *layer) locatorStrings() map[string][]string {
 }
 
 // windowsPaths maps a Windows-style path onto this machine: `\` becomes `/`,
-// relative paths are taken from dir, and a drive-letter or UNC path (or an
-// absolute path that does not exist) falls back to its basename in dir.
-func windowsPaths(raw, dir string) []string {
+// relative paths are taken from dir, and a drive-letter or UNC path (or any
+// path that does not lead to the parent) falls back to its basename in dir.
+// It returns the paths and the index where the fallbacks start.
+func windowsPaths(raw, dir string) ([]string, int) {
 	p := strings.ReplaceAll(raw, `\`, "/")
 	base := filepath.Join(dir, filepath.Base(p))
 	switch {
 	case len(p) >= 2 && p[1] == ':' && isLetter(p[0]), strings.HasPrefix(p, "//"):
-		return []string{base}
+		return []string{base}, 0
 	case strings.HasPrefix(p, "/"):
-		return []string{filepath.Clean(p), base}
+		return []string{filepath.Clean(p), base}, 1
 	default:
-		return []string{filepath.Join(dir, p), base}
+		return []string{filepath.Join(dir, p), base}, 1
 	}
 }
 
-// macxPaths maps a MacX file URL (file://[localhost]/path, percent-encoded) onto this machine.
-func macxPaths(raw, dir string) []string {
+// macxPaths maps a MacX file URL (file://[localhost]/path, percent-encoded)
+// onto this machine, like windowsPaths.
+func macxPaths(raw, dir string) ([]string, int) {
 	p := raw
 	if strings.HasPrefix(p, "file://") {
 		p = strings.TrimPrefix(p, "file://")
@@ -147,9 +153,9 @@ func macxPaths(raw, dir string) []string {
 	}
 	base := filepath.Join(dir, filepath.Base(p))
 	if strings.HasPrefix(p, "/") {
-		return []string{filepath.Clean(p), base}
+		return []string{filepath.Clean(p), base}, 1
 	}
-	return []string{filepath.Join(dir, p), base}
+	return []string{filepath.Join(dir, p), base}, 1
 }
 
 func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
@@ -159,7 +165,11 @@ func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 func openParent(l *layer, chain []*layer, opts *Options, override string) (*layer, error) {
 	var cands []candidate
 	if override != "" {
-		cands = []candidate{{"--parent", override, []string{override}}}
+		abs, err := filepath.Abs(override)
+		if err != nil {
+			abs = override
+		}
+		cands = []candidate{{"--parent", override, []string{abs}, 1}}
 	} else {
 		cands = l.parentCandidates()
 	}
@@ -169,7 +179,7 @@ func openParent(l *layer, chain []*layer, opts *Options, override string) (*laye
 	for _, c := range cands {
 		for i, p := range c.paths {
 			src := c.source
-			if i > 0 {
+			if i >= c.direct {
 				src += " (basename)"
 			}
 			att := ParentAttempt{Source: src, Raw: c.raw, Path: p}

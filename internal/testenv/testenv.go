@@ -38,6 +38,14 @@ func Require(t testing.TB, ok bool, reason string) {
 // directory). The test is skipped (failed in CI) when there is none.
 func CorpusDir(t testing.TB) string {
 	t.Helper()
+	d := FindCorpus()
+	Require(t, d != "", "corpus not found: set VHD_CORPUS or put shared/corpus beside the repository")
+	return d
+}
+
+// FindCorpus returns $VHD_CORPUS, or shared/corpus beside the repository
+// (found by walking up from the working directory), or "".
+func FindCorpus() string {
 	if d := os.Getenv("VHD_CORPUS"); d != "" {
 		return d
 	}
@@ -49,12 +57,10 @@ func CorpusDir(t testing.TB) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			break
+			return ""
 		}
 		dir = parent
 	}
-	Require(t, false, "corpus not found: set VHD_CORPUS or put shared/corpus beside the repository")
-	return ""
 }
 
 // Case is one entry of the corpus's cases.json.
