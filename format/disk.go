@@ -195,11 +195,3 @@ func (d *Disk) Sync() error {
 	return nil
 }
 
-// WriteAt writes p at off. Until writing is implemented for an image type it
-// returns ErrUnsupported; on a read-only disk ErrReadOnly.
-func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
-	if d.layers[0].readOnly {
-		return 0, ErrReadOnly
-	}
-	return 0, ErrUnsupported
-}

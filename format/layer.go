@@ -66,9 +66,11 @@ type layer struct {
 	batmapOff  int64      // blktap batmap, 0 when absent
 	batmapSize int64
 
-	// write state, guarded by mu
-	mu      sync.Mutex
-	dataEnd int64 // end of the last block or metadata area: where the next block goes
+	// write state
+	mu         sync.Mutex   // serializes file growth (block allocation)
+	dataEnd    int64        // guarded by mu: end of the last block or metadata area
+	dataLimit  atomic.Int64 // where the footer now sits: blocks must end before it
+	blockLocks [64]sync.Mutex
 
 	// parent bookkeeping (filled by the chain resolver)
 	foundVia   string
@@ -96,6 +98,7 @@ func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error
 		return nil, err
 	}
 	l.size = int64(l.footer.CurrentSize)
+	l.dataLimit.Store(l.footerOff)
 	if l.fixed() {
 		if l.footerOff < l.size {
 			return nil, formatErr(path, 0x30+l.footerOff, "footer CurrentSize", ErrCorrupt,
@@ -274,9 +277,9 @@ func (l *layer) blockOffset(blk int64, e uint32) (int64, error) {
 		need = rest // the last block only needs to hold the sectors the disk has
 	}
 	end := start + l.bitmapSize + need
-	if end > l.footerOff {
+	if limit := l.dataLimit.Load(); end > limit {
 		return 0, formatErr(l.path, int64(l.hdr.TableOffset)+4*blk, fmt.Sprintf("BAT entry %d", blk), ErrCorrupt,
-			"block at 0x%x ends at 0x%x, past the end of the data area 0x%x", start, end, l.footerOff)
+			"block at 0x%x ends at 0x%x, past the end of the data area 0x%x", start, end, limit)
 	}
 	for _, m := range l.meta {
 		if start < m.end && end > m.start {

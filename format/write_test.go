@@ -1,0 +1,280 @@
+package format
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// randomWrite picks a write that exercises the interesting shapes:
+// sub-sector, unaligned across sectors and blocks, whole blocks, zeros.
+func randomWrite(rng *rand.Rand, size, bs int64) (int64, []byte) {
+	var off, n int64
+	switch rng.IntN(6) {
+	case 0: // sub-sector
+		off, n = rng.Int64N(size), 1+rng.Int64N(100)
+	case 1: // unaligned, up to two blocks
+		off, n = rng.Int64N(size), 1+rng.Int64N(2*bs)
+	case 2: // whole block
+		off, n = rng.Int64N(size/bs)*bs, bs
+	case 3: // single aligned sector
+		off, n = rng.Int64N(size/512)*512, 512
+	case 4: // across a block boundary
+		off, n = max(rng.Int64N(size/bs)*bs-700, 0), 1400
+	default: // aligned 4 KiB run
+		off, n = rng.Int64N(size/4096)*4096, 4096*(1+rng.Int64N(16))
+	}
+	n = min(n, size-off)
+	p := make([]byte, n)
+	if rng.IntN(5) != 0 { // one in five writes is zeros
+		fillRandom(rng, p)
+		for i := len(p) &^ 7; i < len(p); i++ {
+			p[i] = byte(rng.Uint32())
+		}
+	}
+	return off, p
+}
+
+func checkAll(t *testing.T, d *Disk, model []byte, when string) {
+	t.Helper()
+	got := make([]byte, len(model))
+	if _, err := d.ReadAt(got, 0); err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	if !bytes.Equal(got, model) {
+		for i := range got {
+			if got[i] != model[i] {
+				t.Fatalf("%s: first difference at byte %d (sector %d)", when, i, i/512)
+			}
+		}
+	}
+}
+
+// TestRandomWrites applies random writes to every chain shape, comparing with
+// a flat model after every step and after reopening; parents stay untouched.
+func TestRandomWrites(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 31))
+	for name, chain := range testChains(rng) {
+		t.Run(name, func(t *testing.T) {
+			fsys := chainFS(chain)
+			model := flat(chain)
+			parents := map[string][]byte{}
+			for p, f := range fsys {
+				if p != "/img/layer0.vhd" {
+					parents[p] = f.bytes()
+				}
+			}
+			d, err := Open("/img/layer0.vhd", fsys.opts())
+			if err != nil {
+				t.Fatal(err)
+			}
+			bs := chain[0].blockSize
+			if bs == 0 {
+				bs = 1 << 20
+			}
+			for step := range 250 {
+				off, p := randomWrite(rng, d.Size(), bs)
+				if n, err := d.WriteAt(p, off); err != nil || n != len(p) {
+					t.Fatalf("step %d: WriteAt(%d bytes at %d) = %d, %v", step, len(p), off, n, err)
+				}
+				copy(model[off:], p)
+				got := make([]byte, len(p)+1024)
+				ro := max(off-512, 0)
+				got = got[:min(int64(len(got)), d.Size()-ro)]
+				if _, err := d.ReadAt(got, ro); err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, model[ro:ro+int64(len(got))]) {
+					t.Fatalf("step %d: read-back around a write of %d bytes at %d differs", step, len(p), off)
+				}
+				if step%50 == 49 {
+					checkAll(t, d, model, fmt.Sprintf("step %d", step))
+				}
+			}
+			d.Close()
+			d, err = Open("/img/layer0.vhd", fsys.opts())
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			defer d.Close()
+			checkAll(t, d, model, "after reopening")
+			for p, b := range parents {
+				if !bytes.Equal(fsys[p].bytes(), b) {
+					t.Errorf("parent %s was modified", p)
+				}
+			}
+			if probs := d.Check(); len(probs) > 0 {
+				t.Errorf("check: %v", probs)
+			}
+		})
+	}
+}
+
+// TestWritesOnCreated writes into images made by Create, as real files:
+// dynamic, fixed, and a 3-deep chain (dynamic base, two differencing layers,
+// each written before its child is made).
+func TestWritesOnCreated(t *testing.T) {
+	rng := rand.New(rand.NewPCG(32, 32))
+	dir := t.TempDir()
+	const size = 13<<20 + 512
+	for _, typ := range []int{TypeDynamic, TypeFixed} {
+		path := filepath.Join(dir, fmt.Sprintf("t%d.vhd", typ))
+		if err := Create(path, CreateOptions{Type: typ, Size: size}); err != nil {
+			t.Fatal(err)
+		}
+		model := make([]byte, size)
+		writeRandomly(t, rng, path, model, 200)
+	}
+	model := make([]byte, size)
+	prev := filepath.Join(dir, "base.vhd")
+	if err := Create(prev, CreateOptions{Type: TypeDynamic, Size: size, BlockSize: 512 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	writeRandomly(t, rng, prev, model, 100)
+	for i := range 3 {
+		child := filepath.Join(dir, fmt.Sprintf("child%d.vhd", i))
+		if err := Create(child, CreateOptions{Parent: prev}); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(prev)
+		writeRandomly(t, rng, child, model, 100)
+		if after, _ := os.ReadFile(prev); !bytes.Equal(before, after) {
+			t.Fatalf("writing %s changed its parent", child)
+		}
+		prev = child
+	}
+}
+
+func writeRandomly(t *testing.T, rng *rand.Rand, path string, model []byte, steps int) {
+	t.Helper()
+	d, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, d, model, path+" before writing")
+	bs := int64(2 << 20)
+	if !d.layers[0].fixed() {
+		bs = d.layers[0].blockSize
+	}
+	for range steps {
+		off, p := randomWrite(rng, d.Size(), bs)
+		if _, err := d.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(model[off:], p)
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, d, model, path)
+	d.Close()
+	d, err = Open(path, nil)
+	if err != nil {
+		t.Fatalf("reopen %s: %v", path, err)
+	}
+	defer d.Close()
+	checkAll(t, d, model, path+" after reopening")
+	if probs := d.Check(); len(probs) > 0 {
+		t.Errorf("check %s: %v", path, probs)
+	}
+}
+
+// crashFile stops writing (as if the process were killed) after n WriteAt calls.
+type crashFile struct {
+	*memFile
+	n int
+}
+
+var errCrashed = errors.New("crashed")
+
+func (c *crashFile) WriteAt(p []byte, off int64) (int, error) {
+	if c.n <= 0 {
+		return 0, errCrashed
+	}
+	c.n--
+	return c.memFile.WriteAt(p, off)
+}
+
+// TestCrashAtEveryWrite replays one sequence of writes, cut off after each
+// possible number of file writes: the image as it is then must open, pass
+// Check, and show every WriteAt that completed before the cut.
+func TestCrashAtEveryWrite(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 33))
+	parent := randomLayer(rng, 3, 4<<20, 1<<20, 1)
+	child := randomLayer(rng, 4, 4<<20, 1<<20, 2)
+	chain := []*tLayer{child, parent}
+	base := chainFS(chain)
+	var ops []struct {
+		off int64
+		p   []byte
+	}
+	for range 40 {
+		off, p := randomWrite(rng, 4<<20, 1<<20)
+		ops = append(ops, struct {
+			off int64
+			p   []byte
+		}{off, p})
+	}
+	for cut := 0; ; cut++ {
+		fsys := memFS{}
+		for p, f := range base {
+			fsys[p] = newMemFile(p, f.bytes())
+		}
+		top := &crashFile{fsys["/img/layer0.vhd"], cut}
+		o := fsys.opts()
+		o.OpenFile = func(path string, write bool) (File, error) {
+			if path == "/img/layer0.vhd" {
+				return top, nil
+			}
+			return fsys.open(path, write)
+		}
+		d, err := Open("/img/layer0.vhd", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		model := flat(chain)
+		crashedAt := -1
+		for i, op := range ops {
+			if _, err := d.WriteAt(op.p, op.off); err != nil {
+				if !errors.Is(err, errCrashed) {
+					t.Fatal(err)
+				}
+				crashedAt = i
+				break
+			}
+			copy(model[op.off:], op.p)
+		}
+		// Reopen what is on "disk" now. The sectors of the interrupted write
+		// may hold old or new data; everything else must match the model.
+		d2, err := Open("/img/layer0.vhd", fsys.opts())
+		if err != nil {
+			t.Fatalf("cut after %d writes: reopen: %v", cut, err)
+		}
+		if probs := d2.Check(); len(probs) > 0 {
+			t.Fatalf("cut after %d writes: check: %v", cut, probs)
+		}
+		got := make([]byte, d2.Size())
+		if _, err := d2.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		var skipA, skipB int64
+		if crashedAt >= 0 {
+			o := ops[crashedAt]
+			skipA, skipB = o.off&^511, roundUp(o.off+int64(len(o.p)), 512)
+		}
+		for i := range got {
+			if (int64(i) < skipA || int64(i) >= skipB) && got[i] != model[i] {
+				t.Fatalf("cut after %d writes: byte %d differs from the writes completed before the cut", cut, i)
+			}
+		}
+		d2.Close()
+		if crashedAt < 0 {
+			t.Logf("all %d writes done after %d file writes; every cut point checked", len(ops), cut)
+			break
+		}
+	}
+}
