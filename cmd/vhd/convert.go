@@ -6,16 +6,27 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 
 	"github.com/vhdmount/vhdmount/format"
 )
 
 // copyChunk is the unit of reading and zero detection when converting.
-const copyChunk = 4 << 20
+const copyChunk = 2 << 20
+
+// source is what convert reads: a VHD chain or a raw file.
+type source interface {
+	io.ReaderAt
+	Size() int64
+	// Extent reports whether off is data or a hole and where that run ends.
+	Extent(off int64) (bool, int64)
+}
 
 func cmdConvert(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("convert", "convert -O raw [--force] SRC DST", stderr)
-	out := fs.String("O", "", "output `format`: raw")
+	fs := newFlagSet("convert", "convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--force] SRC DST", stderr)
+	out := fs.String("O", "", "output `format`: raw, fixed or dynamic")
+	in := fs.String("f", "", "input `format`: vhd or raw (default: vhd if SRC is one, else raw)")
+	bs := fs.String("block-size", "", "block `size` of a dynamic output (default 2M)")
 	force := fs.Bool("force", false, "overwrite DST if it exists")
 	parent := fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators")
 	pos, err := parseInterspersed(fs, args)
@@ -26,60 +37,133 @@ func cmdConvert(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	src, dst := pos[0], pos[1]
-	if *out != "raw" {
-		return fail(stderr, fmt.Errorf("-O %q: want raw", *out))
+	srcPath, dst := pos[0], pos[1]
+	var blockSize int64
+	if *bs != "" {
+		if blockSize, err = parseSize(*bs); err != nil {
+			return fail(stderr, fmt.Errorf("--block-size: %w", err))
+		}
 	}
-	d, err := format.Open(src, &format.Options{ReadOnly: true, Parent: *parent})
+	switch *out {
+	case "raw", "fixed", "dynamic":
+	default:
+		return fail(stderr, fmt.Errorf("-O %q: want raw, fixed or dynamic", *out))
+	}
+	src, closeSrc, err := openSource(srcPath, *in, *parent, stderr)
 	if err != nil {
 		return fail(stderr, err)
 	}
-	defer d.Close()
-	if err := convertToRaw(d, dst, *force, stderr); err != nil {
+	defer closeSrc()
+	if !*force {
+		if _, err := os.Lstat(dst); err == nil {
+			return fail(stderr, fmt.Errorf("%s exists; use --force to overwrite it", dst))
+		}
+	} else if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fail(stderr, err)
+	}
+	if *out == "raw" {
+		err = convertToRaw(src, dst, stderr)
+	} else {
+		typ := format.TypeDynamic
+		if *out == "fixed" {
+			typ = format.TypeFixed
+		}
+		err = convertToVHD(src, dst, typ, blockSize, stderr)
+	}
+	if err != nil {
+		os.Remove(dst)
 		return fail(stderr, err)
 	}
 	return exitOK
 }
 
-// convertToRaw writes the flat disk to dst, leaving every range the chain
-// does not store, and every all-zero chunk, as a hole.
-func convertToRaw(d *format.Disk, dst string, force bool, stderr io.Writer) (err error) {
-	flags := os.O_RDWR | os.O_CREATE | os.O_EXCL
-	if force {
-		flags = os.O_RDWR | os.O_CREATE | os.O_TRUNC
+// openSource opens SRC as a VHD chain, or as a raw file when it is not a VHD
+// (or -f raw says so).
+func openSource(path, kind, parent string, stderr io.Writer) (source, func(), error) {
+	if kind != "" && kind != "vhd" && kind != "raw" {
+		return nil, nil, fmt.Errorf("-f %q: want vhd or raw", kind)
 	}
-	f, err := os.OpenFile(dst, flags, 0o644)
+	if kind != "raw" {
+		d, err := format.Open(path, &format.Options{ReadOnly: true, Parent: parent})
+		if err == nil {
+			return d, func() { d.Close() }, nil
+		}
+		if kind == "vhd" || !errors.Is(err, format.ErrNotVHD) {
+			return nil, nil, err
+		}
+	}
+	f, err := os.Open(path)
 	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s exists; use --force to overwrite it", dst)
-		}
-		return err
+		return nil, nil, err
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(dst)
-		}
-	}()
-	bar := newProgress(stderr, d.Size())
-	defer bar.finish()
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	r := &rawSource{f: f, size: fi.Size()}
+	if r.size%format.SectorSize != 0 {
+		fmt.Fprintf(stderr, "vhd: note: %s is %d bytes, not a multiple of 512; the disk is padded with zeros to %d\n",
+			path, r.size, (r.size+511)&^511)
+		r.size = (r.size + 511) &^ 511
+	}
+	return r, func() { f.Close() }, nil
+}
+
+// rawSource is a raw disk file; holes are found with SEEK_DATA/SEEK_HOLE.
+type rawSource struct {
+	f    *os.File
+	size int64
+}
+
+func (r *rawSource) Size() int64 { return r.size }
+
+func (r *rawSource) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.f.ReadAt(p, off)
+	if err == io.EOF && off+int64(len(p)) <= r.size {
+		clear(p[n:]) // the zero padding to a whole sector
+		return len(p), nil
+	}
+	return n, err
+}
+
+func (r *rawSource) Extent(off int64) (bool, int64) {
+	const seekData, seekHole = 3, 4
+	data, err := r.f.Seek(off, seekData)
+	if errors.Is(err, syscall.ENXIO) {
+		return false, r.size
+	}
+	if err != nil { // no SEEK_DATA support: all data
+		return true, r.size
+	}
+	if data > off {
+		return false, min(data, r.size)
+	}
+	hole, err := r.f.Seek(off, seekHole)
+	if err != nil || hole <= off {
+		return true, r.size
+	}
+	return true, min(hole, r.size)
+}
+
+// copyDisk copies every non-zero chunk of src's data extents into dst.
+func copyDisk(src source, dst io.WriterAt, bar *progress) error {
 	buf := make([]byte, copyChunk)
-	for off := int64(0); off < d.Size(); {
-		data, end := d.Extent(off)
+	for off := int64(0); off < src.Size(); {
+		data, end := src.Extent(off)
 		if !data {
 			bar.add(end - off)
 			off = end
 			continue
 		}
 		for off < end {
-			n := min(int64(len(buf)), end-off)
-			if _, err := d.ReadAt(buf[:n], off); err != nil && err != io.EOF {
+			// Chunks aligned to copyChunk, so they match 2 MiB blocks.
+			n := min(copyChunk-off%copyChunk, end-off)
+			if _, err := src.ReadAt(buf[:n], off); err != nil && err != io.EOF {
 				return err
 			}
 			if !isZero(buf[:n]) {
-				if _, err := f.WriteAt(buf[:n], off); err != nil {
+				if _, err := dst.WriteAt(buf[:n], off); err != nil {
 					return err
 				}
 			}
@@ -87,10 +171,51 @@ func convertToRaw(d *format.Disk, dst string, force bool, stderr io.Writer) (err
 			bar.add(n)
 		}
 	}
-	if err := f.Truncate(d.Size()); err != nil {
+	return nil
+}
+
+// convertToRaw writes the flat disk to dst, leaving every range the source
+// does not store, and every all-zero chunk, as a hole.
+func convertToRaw(src source, dst string, stderr io.Writer) error {
+	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
 		return err
 	}
-	return f.Sync()
+	bar := newProgress(stderr, src.Size())
+	err = copyDisk(src, f, bar)
+	bar.finish()
+	if err == nil {
+		err = f.Truncate(src.Size())
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// convertToVHD creates a fixed or dynamic VHD at dst with src's content; zero
+// chunks allocate no block.
+func convertToVHD(src source, dst string, typ int, blockSize int64, stderr io.Writer) error {
+	if err := format.Create(dst, format.CreateOptions{Type: typ, Size: src.Size(), BlockSize: blockSize}); err != nil {
+		return err
+	}
+	d, err := format.Open(dst, nil)
+	if err != nil {
+		return err
+	}
+	bar := newProgress(stderr, src.Size())
+	err = copyDisk(src, d, bar)
+	bar.finish()
+	if err == nil {
+		err = d.Sync()
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 var zeroChunk = make([]byte, copyChunk)

@@ -34,7 +34,8 @@ Commands:
                                            create an empty image (SIZE like 64M, 10G, 1T)
   create --parent PARENT IMAGE             create an empty differencing disk over PARENT
   convert -O raw|fixed|dynamic [--force] SRC DST
-                                           convert a VHD (with its chain) or a raw file
+                                           convert a VHD (with its chain) or a raw file;
+                                           unallocated and all-zero ranges stay sparse
   check [--json] IMAGE                     validate the structure of an image and its chain
 
 Run 'vhd COMMAND -h' for the options of a command.
@@ -51,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"info":    cmdInfo,
 		"create":  cmdCreate,
 		"convert": cmdConvert,
+		"check":   cmdCheck,
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
