@@ -194,4 +194,3 @@ func (d *Disk) Sync() error {
 	}
 	return nil
 }
-
