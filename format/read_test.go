@@ -11,14 +11,6 @@ import (
 	"testing"
 )
 
-type chainSpec struct {
-	name   string
-	layers []struct {
-		typ      int
-		size, bs int64
-	}
-}
-
 // testChains returns chains (top first) covering the shapes that matter:
 // fixed, dynamic, differencing of several depths, mixed block sizes, a child
 // larger than its parent, a partial last block.
