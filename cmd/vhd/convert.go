@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/vhdmount/vhdmount/format"
@@ -23,11 +24,12 @@ type source interface {
 }
 
 func cmdConvert(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("convert", "convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--force] SRC DST", stderr)
+	fs := newFlagSet("convert", "convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--force] [--sync] SRC DST", stderr)
 	out := fs.String("O", "", "output `format`: raw, fixed or dynamic")
 	in := fs.String("f", "", "input `format`: vhd or raw (default: vhd if SRC is one, else raw)")
 	bs := fs.String("block-size", "", "block `size` of a dynamic output (default 2M)")
 	force := fs.Bool("force", false, "overwrite DST if it exists")
+	syncOut := fs.Bool("sync", false, "fsync DST before exiting (like qemu-img and cp, the default leaves it to the kernel)")
 	parent := fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -62,13 +64,13 @@ func cmdConvert(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	if *out == "raw" {
-		err = convertToRaw(src, dst, stderr)
+		err = convertToRaw(src, dst, *syncOut, stderr)
 	} else {
 		typ := format.TypeDynamic
 		if *out == "fixed" {
 			typ = format.TypeFixed
 		}
-		err = convertToVHD(src, dst, typ, blockSize, stderr)
+		err = convertToVHD(src, dst, typ, blockSize, *syncOut, stderr)
 	}
 	if err != nil {
 		os.Remove(dst)
@@ -146,9 +148,41 @@ func (r *rawSource) Extent(off int64) (bool, int64) {
 	return true, min(hole, r.size)
 }
 
-// copyDisk copies every non-zero chunk of src's data extents into dst.
+// copyWorkers is how many chunks are in flight while converting: reads of
+// one chunk overlap the zero check and write of others.
+const copyWorkers = 4
+
+// copyDisk copies every non-zero chunk of src's data extents into dst, with
+// copyWorkers chunks in flight. Chunks are aligned to copyChunk, so they
+// match 2 MiB blocks.
 func copyDisk(src source, dst io.WriterAt, bar *progress) error {
-	buf := make([]byte, copyChunk)
+	type job struct{ off, n int64 }
+	jobs := make(chan job, copyWorkers)
+	errc := make(chan error, copyWorkers)
+	var wg sync.WaitGroup
+	for range copyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, copyChunk)
+			for j := range jobs {
+				p := buf[:j.n]
+				if _, err := src.ReadAt(p, j.off); err != nil && err != io.EOF {
+					errc <- err
+					return
+				}
+				if !isZero(p) {
+					if _, err := dst.WriteAt(p, j.off); err != nil {
+						errc <- err
+						return
+					}
+				}
+				bar.add(j.n)
+			}
+		}()
+	}
+	var err error
+feed:
 	for off := int64(0); off < src.Size(); {
 		data, end := src.Extent(off)
 		if !data {
@@ -157,26 +191,29 @@ func copyDisk(src source, dst io.WriterAt, bar *progress) error {
 			continue
 		}
 		for off < end {
-			// Chunks aligned to copyChunk, so they match 2 MiB blocks.
 			n := min(copyChunk-off%copyChunk, end-off)
-			if _, err := src.ReadAt(buf[:n], off); err != nil && err != io.EOF {
-				return err
-			}
-			if !isZero(buf[:n]) {
-				if _, err := dst.WriteAt(buf[:n], off); err != nil {
-					return err
-				}
+			select {
+			case jobs <- job{off, n}:
+			case err = <-errc:
+				break feed
 			}
 			off += n
-			bar.add(n)
 		}
 	}
-	return nil
+	close(jobs)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errc:
+		default:
+		}
+	}
+	return err
 }
 
 // convertToRaw writes the flat disk to dst, leaving every range the source
 // does not store, and every all-zero chunk, as a hole.
-func convertToRaw(src source, dst string, stderr io.Writer) error {
+func convertToRaw(src source, dst string, syncOut bool, stderr io.Writer) error {
 	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
@@ -187,7 +224,7 @@ func convertToRaw(src source, dst string, stderr io.Writer) error {
 	if err == nil {
 		err = f.Truncate(src.Size())
 	}
-	if err == nil {
+	if err == nil && syncOut {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -198,7 +235,7 @@ func convertToRaw(src source, dst string, stderr io.Writer) error {
 
 // convertToVHD creates a fixed or dynamic VHD at dst with src's content; zero
 // chunks allocate no block.
-func convertToVHD(src source, dst string, typ int, blockSize int64, stderr io.Writer) error {
+func convertToVHD(src source, dst string, typ int, blockSize int64, syncOut bool, stderr io.Writer) error {
 	if err := format.Create(dst, format.CreateOptions{Type: typ, Size: src.Size(), BlockSize: blockSize}); err != nil {
 		return err
 	}
@@ -209,7 +246,7 @@ func convertToVHD(src source, dst string, typ int, blockSize int64, stderr io.Wr
 	bar := newProgress(stderr, src.Size())
 	err = copyDisk(src, d, bar)
 	bar.finish()
-	if err == nil {
+	if err == nil && syncOut {
 		err = d.Sync()
 	}
 	if cerr := d.Close(); err == nil {

@@ -1,0 +1,315 @@
+// Command bench measures vhdmount against its peers on this machine, side by
+// side in one run: libvhdi's vhdimount (read-only), a minimal go-fuse server
+// exposing the raw file (the FUSE ceiling), and qemu-img for conversion.
+// Contenders alternate within each repetition; the report gives medians and
+// ratios, as a table on stdout and as bench.json. See docs/performance.md.
+//
+//	go run ./bench [-quick] [-reps N] [-dir DIR] [-json bench.json]
+//	go run ./bench serve-raw FILE MOUNTPOINT   (the ceiling server, used internally)
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vhdmount/vhdmount/format"
+)
+
+type config struct {
+	quick   bool
+	reps    int
+	dir     string
+	out     string
+	size    int64 // dataset size
+	runtime int   // seconds per time-based fio run
+	bin     string
+}
+
+func main() {
+	if len(os.Args) == 4 && os.Args[1] == "serve-raw" {
+		if err := serveRaw(os.Args[2], os.Args[3]); err != nil {
+			fmt.Fprintln(os.Stderr, "serve-raw:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	c := &config{}
+	flag.BoolVar(&c.quick, "quick", false, "a subset that runs in about a minute (smaller data, fewer repetitions)")
+	flag.IntVar(&c.reps, "reps", 0, "repetitions of each measurement (default 5, 3 with -quick)")
+	flag.StringVar(&c.dir, "dir", "", "work directory for the inputs (default: a new one under /var/tmp)")
+	flag.StringVar(&c.out, "json", "bench.json", "where to write the JSON report")
+	flag.StringVar(&c.bin, "bin", "bin", "directory with the built vhd and vhdmount")
+	flag.Parse()
+	c.size, c.runtime = 1<<30, 4
+	if c.reps == 0 {
+		c.reps = 5
+	}
+	if c.quick {
+		c.size, c.runtime = 256<<20, 2
+		if c.reps == 5 {
+			c.reps = 3
+		}
+	}
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// mountpoints to unmount on exit, in reverse order.
+var mounted []string
+
+func cleanupMounts() {
+	for i := len(mounted) - 1; i >= 0; i-- {
+		if isMounted(mounted[i]) {
+			if err := syscall.Unmount(mounted[i], 0); err != nil {
+				syscall.Unmount(mounted[i], syscall.MNT_DETACH)
+			}
+		}
+		os.Remove(mounted[i])
+	}
+	mounted = nil
+}
+
+func run(c *config) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (FUSE mounts, dropping caches)")
+	}
+	var err error
+	if c.bin, err = filepath.Abs(c.bin); err != nil {
+		return err
+	}
+	for _, b := range []string{"vhd", "vhdmount"} {
+		if _, err := os.Stat(filepath.Join(c.bin, b)); err != nil {
+			return fmt.Errorf("%s/%s not built (run make build): %v", c.bin, b, err)
+		}
+	}
+	if _, err := exec.LookPath("fio"); err != nil {
+		return errors.New("fio is not installed (apt-get install fio)")
+	}
+	if c.dir == "" {
+		if c.dir, err = os.MkdirTemp("/var/tmp", "vhdmount-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(c.dir)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		cleanupMounts()
+		os.RemoveAll(c.dir)
+		os.Exit(130)
+	}()
+	defer cleanupMounts()
+
+	start := time.Now()
+	rep := &report{Date: start.UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernel(), Quick: c.quick,
+		Reps: c.reps, DatasetBytes: c.size, CPUModel: cpuModel()}
+	fmt.Printf("vhdmount bench: %d CPUs, kernel %s, %s dataset, %d repetitions\n", rep.CPUs, rep.Kernel, human(c.size), c.reps)
+	in, err := makeInputs(c)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("inputs ready in %.1fs\n", time.Since(start).Seconds())
+	peers := checkPeers(rep)
+	if err := readWorkloads(c, in, peers, rep); err != nil {
+		return err
+	}
+	if err := writeWorkloads(c, in, rep); err != nil {
+		return err
+	}
+	if err := convertWorkloads(c, in, peers, rep); err != nil {
+		return err
+	}
+	if err := openWorkloads(c, in, rep); err != nil {
+		return err
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	rep.print(os.Stdout)
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(c.out, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s; total %.0fs\n", c.out, rep.Seconds)
+	return nil
+}
+
+// inputs are the files every workload uses.
+type inputs struct {
+	raw, fixed, dyn, chainTop, empty2T string
+}
+
+// makeInputs writes the random dataset as raw, fixed and dynamic, a 4-deep
+// differencing chain (base plus four children) with the same flat content,
+// and an empty 2 TiB dynamic disk.
+func makeInputs(c *config) (*inputs, error) {
+	in := &inputs{
+		raw: filepath.Join(c.dir, "data.raw"), fixed: filepath.Join(c.dir, "fixed.vhd"),
+		dyn: filepath.Join(c.dir, "dyn.vhd"), empty2T: filepath.Join(c.dir, "empty2t.vhd"),
+	}
+	f, err := os.Create(in.raw)
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewChaCha8([32]byte{1, 2, 3}))
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < c.size; off += int64(len(buf)) {
+		for i := 0; i < len(buf); i += 8 {
+			v := rng.Uint64()
+			for j := range 8 {
+				buf[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := f.Write(buf); err != nil {
+			return nil, err
+		}
+	}
+	f.Close()
+	vhd := filepath.Join(c.bin, "vhd")
+	for _, a := range [][]string{
+		{"convert", "-O", "fixed", in.raw, in.fixed},
+		{"convert", "-O", "dynamic", in.raw, in.dyn},
+		{"create", in.empty2T, "2040G"}, // the largest VHD the spec allows, ~2 TiB
+	} {
+		if out, err := exec.Command(vhd, a...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("vhd %v: %v: %s", a, err, out)
+		}
+	}
+	// The chain: base = a copy of dyn.vhd; child k (1..4) rewrites, in every
+	// block, the k-th 512 KiB quarter's middle 256 KiB plus scattered 4 KiB
+	// runs with the raw file's own bytes, so the flat content stays equal to
+	// data.raw while reads draw on every layer.
+	base := filepath.Join(c.dir, "chain0.vhd")
+	if out, err := exec.Command("cp", "--sparse=always", in.dyn, base).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("cp: %v: %s", err, out)
+	}
+	src, err := os.Open(in.raw)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	prev := base
+	for k := 1; k <= 4; k++ {
+		child := filepath.Join(c.dir, fmt.Sprintf("chain%d.vhd", k))
+		if err := format.Create(child, format.CreateOptions{Parent: prev}); err != nil {
+			return nil, err
+		}
+		d, err := format.Open(child, nil)
+		if err != nil {
+			return nil, err
+		}
+		const bs = 2 << 20
+		for blk := int64(0); blk < c.size/bs; blk++ {
+			for _, r := range [][2]int64{{int64(k-1)*(512<<10) + 128<<10, 256 << 10}, {int64(rng.IntN(500)) * 4096, 4096}} {
+				off := blk*bs + r[0]
+				p := buf[:r[1]]
+				if _, err := src.ReadAt(p, off); err != nil {
+					return nil, err
+				}
+				if _, err := d.WriteAt(p, off); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if err := d.Close(); err != nil {
+			return nil, err
+		}
+		prev = child
+	}
+	in.chainTop = prev
+	return in, nil
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			if _, v, ok := strings.Cut(l, ":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return ""
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.0f GiB", float64(n)/(1<<30))
+	default:
+		return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func isMounted(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// waitMounted polls mountinfo (bounded) until dir is a mount point.
+func waitMounted(dir string, proc *exec.Cmd) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for !isMounted(dir) {
+		if proc != nil && proc.ProcessState != nil {
+			return fmt.Errorf("server for %s exited", dir)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not mounted after 20s", dir)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// dropCache drops the page cache of one file, as the issue prescribes.
+func dropCache(file string) {
+	exec.Command("dd", "of=/dev/null", "if="+file, "iflag=nocache", "count=0", "status=none").Run()
+}
+
+func runOut(name string, args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out.String())
+	}
+	return out.String(), nil
+}
