@@ -58,7 +58,7 @@ func main() {
 		c.reps = 5
 	}
 	if c.quick {
-		c.size, c.runtime = 256<<20, 2
+		c.size, c.runtime = 128<<20, 1
 		if c.reps == 5 {
 			c.reps = 3
 		}
