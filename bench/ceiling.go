@@ -23,21 +23,19 @@ type rawRoot struct {
 }
 
 func (r *rawRoot) OnAdd(ctx context.Context) {
-	r.AddChild("disk.raw", r.NewPersistentInode(ctx, &rawFile{f: r.f}, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2}), false)
+	fi, _ := r.f.Stat()
+	r.AddChild("disk.raw", r.NewPersistentInode(ctx, &rawFile{f: r.f, size: fi.Size()}, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2}), false)
 }
 
 type rawFile struct {
 	fs.Inode
-	f *os.File
+	f    *os.File
+	size int64 // fixed at mount, like a disk's
 }
 
 func (r *rawFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fi, err := r.f.Stat()
-	if err != nil {
-		return fs.ToErrno(err)
-	}
 	out.Mode = syscall.S_IFREG | 0o644
-	out.Size = uint64(fi.Size())
+	out.Size = uint64(r.size)
 	return 0
 }
 
