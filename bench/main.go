@@ -36,7 +36,11 @@ type config struct {
 	size    int64 // dataset size
 	runtime int   // seconds per time-based fio run
 	bin     string
+	only    string
 }
+
+// want reports whether workload name is selected by -only.
+func (c *config) want(name string) bool { return c.only == "" || strings.Contains(name, c.only) }
 
 func main() {
 	if len(os.Args) == 4 && os.Args[1] == "serve-raw" {
@@ -52,6 +56,7 @@ func main() {
 	flag.StringVar(&c.dir, "dir", "", "work directory for the inputs (default: a new one under /var/tmp)")
 	flag.StringVar(&c.out, "json", "bench.json", "where to write the JSON report")
 	flag.StringVar(&c.bin, "bin", "bin", "directory with the built vhd and vhdmount")
+	flag.StringVar(&c.only, "only", "", "run only the workloads whose name contains this (e.g. seqread, write, convert, open)")
 	flag.Parse()
 	c.size, c.runtime = 1<<30, 4
 	if c.reps == 0 {

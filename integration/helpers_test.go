@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755) // an unprivileged user runs these too
 		binDir = dir
 		for _, c := range []string{"vhd", "vhdmount"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c)

@@ -507,3 +507,83 @@ func TestSeekHole(t *testing.T) {
 		t.Errorf("cp of disk.raw differs from the source raw")
 	}
 }
+
+// TestWithoutFusermount: as root vhdmount mounts with mount(2) directly and
+// needs no fusermount binary (PATH holds none here).
+func TestWithoutFusermount(t *testing.T) {
+	requireMount(t)
+	img := corpusImage(t, "real/dfvfs/ext2.vhd")
+	dir := tempDir(t)
+	cmd := exec.Command(bin("vhdmount"), "--ro", img, dir)
+	cmd.Env = []string{"PATH=/nonexistent"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("vhdmount without PATH: %v: %s", err, out)
+	}
+	pid := serverPid(dir)
+	defer func() {
+		if _, ok := mountedAt(dir); ok {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	}()
+	if sum, _ := sha256File(t, filepath.Join(dir, "disk.raw")); !strings.HasPrefix(sum, "870be7ae") {
+		t.Errorf("sha256 %s, want 870be7ae…", sum)
+	}
+	mustRun(t, "umount", dir)
+	if pid != 0 {
+		waitGone(t, pid)
+	}
+}
+
+// TestUnprivilegedUser: an ordinary user mounts through fusermount3, reads
+// disk.raw, and unmounts with fusermount3 -u.
+func TestUnprivilegedUser(t *testing.T) {
+	requireMount(t)
+	for _, tool := range []string{"setpriv", "fusermount3"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" is not installed")
+	}
+	const nobody = "65534"
+	as := func(args ...string) *exec.Cmd {
+		return exec.Command("setpriv", append([]string{"--reuid=" + nobody, "--regid=" + nobody, "--clear-groups", "--"}, args...)...)
+	}
+	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := tempDir(t)
+	os.Chown(home, 65534, 65534)
+	os.Chmod(home, 0o755)
+	img := filepath.Join(home, "user.vhd")
+	os.WriteFile(img, src, 0o644)
+	os.Chown(img, 65534, 65534)
+	mnt := filepath.Join(home, "mnt")
+	os.Mkdir(mnt, 0o755)
+	os.Chown(mnt, 65534, 65534)
+	if out, err := as(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("vhdmount as nobody: %v: %s", err, out)
+	}
+	pid := serverPid(mnt)
+	defer func() {
+		if _, ok := mountedAt(mnt); ok {
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
+	}()
+	m, _ := mountedAt(mnt)
+	if !strings.Contains(m.source, "user.vhd") {
+		t.Errorf("mount source %q", m.source)
+	}
+	out, err := as("sha256sum", filepath.Join(mnt, "disk.raw")).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "870be7ae") {
+		t.Errorf("sha256sum as nobody: %v: %s", err, out)
+	}
+	fi, err := os.Lstat(mnt) // root may stat the mount point itself
+	if err == nil && fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Errorf("mount root owned by %d, want the mounting user", fi.Sys().(*syscall.Stat_t).Uid)
+	}
+	if out, err := as("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u as nobody: %v: %s", err, out)
+	}
+	if pid != 0 {
+		waitGone(t, pid)
+	}
+}
