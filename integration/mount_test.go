@@ -542,6 +542,15 @@ func TestUnprivilegedUser(t *testing.T) {
 		_, err := exec.LookPath(tool)
 		testenv.Require(t, err == nil, tool+" is not installed")
 	}
+	// fusermount3 opens /dev/fuse as the calling user: stock systems make it
+	// 0666; some containers leave it 0600. Open it up for this test only.
+	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
+		mode := fi.Mode().Perm()
+		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+			testenv.Require(t, false, "/dev/fuse is not usable by other users and cannot be changed: "+err.Error())
+		}
+		t.Cleanup(func() { os.Chmod("/dev/fuse", mode) })
+	}
 	const nobody = "65534"
 	as := func(args ...string) *exec.Cmd {
 		return exec.Command("setpriv", append([]string{"--reuid=" + nobody, "--regid=" + nobody, "--clear-groups", "--"}, args...)...)
