@@ -22,7 +22,8 @@ unit:
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 race:
-	$(GO) test -race -count=1 -timeout 20m -run 'Concurrent|Race|Random' ./format/... ./vhdfs/...
+	$(GO) test -race -count=1 -timeout 20m -run 'Concurrent|Random|Crash' ./format/...
+	$(GO) test -race -count=1 -timeout 5m ./vhdfs/...
 
 fuzz:
 	$(GO) test ./format -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 20s

@@ -242,7 +242,7 @@ func mountImage(t *testing.T, image string, args ...string) *mounted {
 func (m *mounted) unmount(t *testing.T) {
 	t.Helper()
 	if _, ok := mountedAt(m.dir); ok {
-		if err := syscall.Unmount(m.dir, 0); err != nil {
+		if err := unmountRetry(m.dir); err != nil {
 			t.Errorf("umount %s: %v; detaching lazily", m.dir, err)
 			syscall.Unmount(m.dir, syscall.MNT_DETACH)
 		}
@@ -262,6 +262,19 @@ func (m *mounted) unmount(t *testing.T) {
 	}
 }
 
+// unmountRetry unmounts dir, retrying for up to 2s while it is busy: the
+// kernel may still be releasing a file that was just closed.
+func unmountRetry(dir string) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := syscall.Unmount(dir, 0)
+		if err != syscall.EBUSY || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // loopMount attaches file to a loop device, mounts it at a new directory with
 // opts, and registers the unmount and detach for cleanup.
 func loopMount(t *testing.T, file string, opts string) string {
@@ -278,8 +291,8 @@ func loopUnmount(t *testing.T, dir string) {
 	if _, ok := mountedAt(dir); !ok {
 		return
 	}
-	if out, code := run(t, "umount", dir); code != 0 {
-		t.Errorf("umount %s: %s", dir, out)
+	if err := unmountRetry(dir); err != nil {
+		t.Errorf("umount %s: %v", dir, err)
 		syscall.Unmount(dir, syscall.MNT_DETACH)
 	}
 }
