@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Problem is one structural problem found by Check.
@@ -84,7 +85,7 @@ func (l *layer) check() []Problem {
 		}
 		start, err := l.blockOffset(blk, e)
 		if err != nil {
-			add(int64(l.hdr.TableOffset)+4*blk, "%v", trimVHD(err))
+			add(int64(l.hdr.TableOffset)+4*blk, "%s", strings.TrimPrefix(err.Error(), "vhd: "))
 			continue
 		}
 		spans = append(spans, span{start, start + l.bitmapSize + l.sectorsIn(blk)*SectorSize, blk})
@@ -96,12 +97,4 @@ func (l *layer) check() []Problem {
 		}
 	}
 	return out
-}
-
-func trimVHD(err error) string {
-	s := err.Error()
-	if len(s) > 5 && s[:5] == "vhd: " {
-		return s[5:]
-	}
-	return s
 }

@@ -138,11 +138,7 @@ func (d *Disk) readBlock(i int, l *layer, blk, in int64, p []byte, off int64) er
 	if e == unallocated {
 		return d.readLayer(i+1, p, off)
 	}
-	start, err := l.blockOffset(blk, e)
-	if err != nil {
-		return err
-	}
-	bm, err := l.loadBitmap(blk, start)
+	start, bm, err := l.block(blk, e)
 	if err != nil {
 		return err
 	}

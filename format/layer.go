@@ -290,6 +290,20 @@ func (l *layer) blockOffset(blk int64, e uint32) (int64, error) {
 	return start, nil
 }
 
+// block validates allocated block blk's BAT entry e and returns the offset
+// of its bitmap and the bitmap itself.
+func (l *layer) block(blk int64, e uint32) (int64, *bitmap, error) {
+	start, err := l.blockOffset(blk, e)
+	if err != nil {
+		return 0, nil, err
+	}
+	bm, err := l.loadBitmap(blk, start)
+	if err != nil {
+		return 0, nil, err
+	}
+	return start, bm, nil
+}
+
 // loadBitmap returns the cached bitmap of allocated block blk, reading it on
 // first use.
 func (l *layer) loadBitmap(blk int64, start int64) (*bitmap, error) {

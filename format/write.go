@@ -65,11 +65,7 @@ func (d *Disk) writeBlock(l *layer, blk, in int64, p []byte, off int64) error {
 		}
 		return d.allocate(l, blk, in, p, off)
 	}
-	start, err := l.blockOffset(blk, e)
-	if err != nil {
-		return err
-	}
-	bm, err := l.loadBitmap(blk, start)
+	start, bm, err := l.block(blk, e)
 	if err != nil {
 		return err
 	}

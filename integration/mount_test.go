@@ -301,27 +301,59 @@ func TestDaemon(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
 	}
-	m, ok := mountedAt(dir)
-	if !ok {
-		t.Fatal("vhdmount returned 0 but nothing is mounted")
-	}
-	pid := serverPid(dir)
-	defer func() {
-		if _, ok := mountedAt(dir); ok {
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	}()
+	srv := adoptDaemon(t, dir) // mounted as soon as vhdmount returned: no waiting
+	m, _ := mountedAt(dir)
 	if m.fstype != "fuse.vhdmount" || !strings.Contains(m.opts, "ro") {
 		t.Errorf("mount type %q options %q; want fuse.vhdmount, ro", m.fstype, m.opts)
 	}
+	checkExt2Sum(t, dir)
+	srv.unmount(t)
+}
+
+// checkExt2Sum checks disk.raw under dir is the corpus's dfvfs/ext2.vhd.
+func checkExt2Sum(t *testing.T, dir string) {
+	t.Helper()
 	if sum, _ := sha256File(t, filepath.Join(dir, "disk.raw")); !strings.HasPrefix(sum, "870be7ae") {
 		t.Errorf("sha256 %s, want 870be7ae…", sum)
 	}
-	mustRun(t, "umount", dir)
-	if pid == 0 {
-		t.Fatal("no server process found for the mount")
+}
+
+// detached is a vhdmount server that detached after mounting dir.
+type detached struct {
+	dir string
+	pid int
+}
+
+// adoptDaemon takes charge of the detached server serving dir: the test fails
+// if dir is not mounted, and cleanup detaches it if the test did not unmount.
+func adoptDaemon(t *testing.T, dir string) *detached {
+	t.Helper()
+	if _, ok := mountedAt(dir); !ok {
+		t.Fatalf("%s is not mounted", dir)
 	}
-	waitGone(t, pid)
+	d := &detached{dir: dir, pid: serverPid(dir)}
+	if d.pid == 0 {
+		t.Errorf("no server process found for %s", dir)
+	}
+	t.Cleanup(func() {
+		if _, ok := mountedAt(dir); ok {
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	return d
+}
+
+// unmount runs the unmount command (umount DIR by default) and waits for the
+// server to exit.
+func (d *detached) unmount(t *testing.T, cmd ...string) {
+	t.Helper()
+	if len(cmd) == 0 {
+		cmd = []string{"umount", d.dir}
+	}
+	mustRun(t, cmd[0], cmd[1:]...)
+	if d.pid != 0 {
+		waitGone(t, d.pid)
+	}
 }
 
 // serverPid finds the vhdmount process serving dir.
@@ -435,26 +467,12 @@ func TestMountHelper(t *testing.T) {
 		t.Cleanup(func() { os.Remove(installed) })
 	}
 	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail")
-	pid := serverPid(dir)
-	m, ok := mountedAt(dir)
-	if !ok {
-		t.Fatal("not mounted")
-	}
-	defer func() {
-		if _, ok := mountedAt(dir); ok {
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	}()
-	if !strings.HasPrefix(m.opts, "ro") {
+	srv := adoptDaemon(t, dir)
+	if m, _ := mountedAt(dir); !strings.HasPrefix(m.opts, "ro") {
 		t.Errorf("options %q, want ro", m.opts)
 	}
-	if sum, _ := sha256File(t, filepath.Join(dir, "disk.raw")); !strings.HasPrefix(sum, "870be7ae") {
-		t.Errorf("sha256 %s, want 870be7ae…", sum)
-	}
-	mustRun(t, "umount", dir)
-	if pid != 0 {
-		waitGone(t, pid)
-	}
+	checkExt2Sum(t, dir)
+	srv.unmount(t)
 }
 
 // TestSeekHole: SEEK_DATA/SEEK_HOLE on disk.raw follow the allocation of a
@@ -519,19 +537,9 @@ func TestWithoutFusermount(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("vhdmount without PATH: %v: %s", err, out)
 	}
-	pid := serverPid(dir)
-	defer func() {
-		if _, ok := mountedAt(dir); ok {
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	}()
-	if sum, _ := sha256File(t, filepath.Join(dir, "disk.raw")); !strings.HasPrefix(sum, "870be7ae") {
-		t.Errorf("sha256 %s, want 870be7ae…", sum)
-	}
-	mustRun(t, "umount", dir)
-	if pid != 0 {
-		waitGone(t, pid)
-	}
+	srv := adoptDaemon(t, dir)
+	checkExt2Sum(t, dir)
+	srv.unmount(t)
 }
 
 // TestUnprivilegedUser: an ordinary user mounts through fusermount3, reads
@@ -571,12 +579,7 @@ func TestUnprivilegedUser(t *testing.T) {
 	if out, err := as(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("vhdmount as nobody: %v: %s", err, out)
 	}
-	pid := serverPid(mnt)
-	defer func() {
-		if _, ok := mountedAt(mnt); ok {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	}()
+	srv := adoptDaemon(t, mnt)
 	m, _ := mountedAt(mnt)
 	if !strings.Contains(m.source, "user.vhd") {
 		t.Errorf("mount source %q", m.source)
@@ -589,10 +592,5 @@ func TestUnprivilegedUser(t *testing.T) {
 	if err == nil && fi.Sys().(*syscall.Stat_t).Uid != 65534 {
 		t.Errorf("mount root owned by %d, want the mounting user", fi.Sys().(*syscall.Stat_t).Uid)
 	}
-	if out, err := as("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("fusermount3 -u as nobody: %v: %s", err, out)
-	}
-	if pid != 0 {
-		waitGone(t, pid)
-	}
+	srv.unmount(t, "setpriv", "--reuid="+nobody, "--regid="+nobody, "--clear-groups", "--", "fusermount3", "-u", mnt)
 }

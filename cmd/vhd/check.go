@@ -54,11 +54,3 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
-
-func trimPrefix(err error) string {
-	s := err.Error()
-	if len(s) > 5 && s[:5] == "vhd: " {
-		return s[5:]
-	}
-	return s
-}

@@ -100,13 +100,12 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 
 // fail prints one line for err and returns exitFail.
 func fail(stderr io.Writer, err error) int {
-	msg := err.Error()
-	if !strings.HasPrefix(msg, "vhd: ") {
-		msg = "vhd: " + msg
-	}
-	fmt.Fprintln(stderr, msg)
+	fmt.Fprintln(stderr, "vhd: "+trimPrefix(err))
 	return exitFail
 }
+
+// trimPrefix returns err's message without the "vhd: " that format's errors start with.
+func trimPrefix(err error) string { return strings.TrimPrefix(err.Error(), "vhd: ") }
 
 // parseSize parses sizes like 512, 64K, 64M, 10G, 1T, 10GiB (binary units).
 func parseSize(s string) (int64, error) {
