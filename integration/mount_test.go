@@ -368,9 +368,14 @@ func serverPid(dir string) int {
 		if err != nil {
 			continue
 		}
-		args := strings.Split(string(b), "\x00")
-		if strings.HasSuffix(args[0], "vhdmount") && len(args) > 1 && args[len(args)-2] == dir {
-			return pid
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if !strings.HasSuffix(args[0], "vhdmount") {
+			continue
+		}
+		for _, a := range args[1:] { // mount.fuse3 appends -o options after it
+			if a == dir {
+				return pid
+			}
 		}
 	}
 	return 0
