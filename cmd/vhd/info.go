@@ -54,7 +54,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(w, "  block size:     %d (%s)\n", l.BlockSize, humanSize(l.BlockSize))
 			fmt.Fprintf(w, "  blocks:         %d allocated of %d\n", l.AllocatedBlocks, l.Blocks)
 		}
-		fmt.Fprintf(w, "  creator:        %q %s on %q\n", l.Creator, l.CreatorVersion, l.CreatorHost)
+		fmt.Fprintf(w, "  creator:        %s %s on %s\n", l.Creator, l.CreatorVersion, l.CreatorHost)
 		fmt.Fprintf(w, "  created:        %s\n", l.Created.Format("2006-01-02 15:04:05 UTC"))
 		fmt.Fprintf(w, "  unique id:      %s\n", l.UniqueID)
 		fmt.Fprintf(w, "  geometry:       %s (%d bytes)\n", l.Geometry, l.GeometrySize)

@@ -231,3 +231,35 @@ func TestWindowsChildWrites(t *testing.T) {
 		t.Errorf("check: %s", out)
 	}
 }
+
+// TestXenServerWrites writes into the XenServer (blktap) image of the
+// corpus, which has a batmap: the batmap stays as it was (a set bit would
+// claim a fully allocated block; none is), and 7-Zip reads what we wrote.
+func TestXenServerWrites(t *testing.T) {
+	corpus := testenv.CorpusDir(t)
+	b, err := os.ReadFile(filepath.Join(corpus, "real/go-vhd/xapi.vhd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "xapi.vhd")
+	os.WriteFile(path, b, 0o644)
+	// The batmap header follows the BAT; it names the batmap's offset and size.
+	batOff := binary.BigEndian.Uint64(b[512+16:])
+	entries := binary.BigEndian.Uint32(b[512+28:])
+	hdr := batOff + (uint64(entries)*4+511)/512*512
+	if string(b[hdr:hdr+8]) != "tdbatmap" {
+		t.Fatalf("no batmap header at 0x%x", hdr)
+	}
+	mapOff := binary.BigEndian.Uint64(b[hdr+8:])
+	mapLen := uint64(binary.BigEndian.Uint32(b[hdr+16:])) * 512
+	model := make([]byte, 40<<20)
+	writeModel(t, rand.New(rand.NewPCG(53, 53)), path, model, 30)
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after[hdr:hdr+512], b[hdr:hdr+512]) || !bytes.Equal(after[mapOff:mapOff+mapLen], b[mapOff:mapOff+mapLen]) {
+		t.Error("the batmap or its header changed")
+	}
+	sameBytes(t, "7-Zip", sevenZipRead(t, path), model)
+	if out := vhd(t, "check", path); !strings.Contains(out, "no problems") {
+		t.Errorf("check: %s", out)
+	}
+}
