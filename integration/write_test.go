@@ -337,3 +337,29 @@ func TestVhdimountReadsOurChain(t *testing.T) {
 		t.Error("vhdimount reads different bytes")
 	}
 }
+
+// TestDemo runs `make demo`, the README's main-job command, and checks it
+// reports success and leaves nothing behind.
+func TestDemo(t *testing.T) {
+	requireMount(t)
+	_, err := exec.LookPath("make")
+	testenv.Require(t, err == nil, "make is not installed")
+	before := len(mounts())
+	cmd := exec.Command("make", "--no-print-directory", "demo")
+	cmd.Dir = repoRoot()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"child sees: changed in the child", "base.vhd is byte for byte unchanged", "no problems found (2 image(s)", "demo done"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if after := len(mounts()); after != before {
+		t.Errorf("%d mounts before the demo, %d after", before, after)
+	}
+	if m, _ := filepath.Glob("/tmp/vhdmount-demo.*"); len(m) > 0 {
+		t.Errorf("demo left %v", m)
+	}
+}
