@@ -29,6 +29,14 @@ func Open(path string, opts *Options) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhd: %w", err)
 	}
+	if !ro {
+		// A writer excludes other writers of this image and of its parents;
+		// read-only opens take no lock, so a live image can be inspected.
+		if err := lockFile(f, true); err != nil {
+			f.Close()
+			return nil, lockErr(path, err, "it is open for writing elsewhere (a mount?), or it is the parent of a writable child")
+		}
+	}
 	top, err := openLayer(path, f, opts, ro)
 	if err != nil {
 		f.Close()
@@ -56,11 +64,31 @@ func Open(path string, opts *Options) (*Disk, error) {
 			d.Close()
 			return nil, err
 		}
+		if !ro {
+			if err := lockFile(p.f, false); err != nil {
+				p.f.Close()
+				d.Close()
+				return nil, lockErr(p.path, err, "it is the parent of "+path+" and is open for writing elsewhere")
+			}
+		}
 		d.layers = append(d.layers, p)
 		l = p
 	}
 	return d, nil
 }
+
+func lockErr(path string, err error, why string) error {
+	if errors.Is(err, ErrLocked) {
+		return &lockedError{path, why}
+	}
+	return fmt.Errorf("vhd: %s: lock: %w", path, err)
+}
+
+// lockedError says which image is in use and why; it wraps ErrLocked.
+type lockedError struct{ path, why string }
+
+func (e *lockedError) Error() string { return "vhd: " + e.path + ": image in use: " + e.why }
+func (e *lockedError) Unwrap() error { return ErrLocked }
 
 // Size returns the virtual disk size in bytes (the footer's CurrentSize).
 func (d *Disk) Size() int64 { return d.size }

@@ -27,6 +27,10 @@ var (
 	// ErrChain means the chain of parents is unusable: a cycle, or deeper
 	// than MaxChainDepth.
 	ErrChain = errors.New("vhd: bad parent chain")
+	// ErrLocked means an image is being written by another process (or,
+	// for a parent, another process writes it or a child of it), so it
+	// cannot be opened for writing now.
+	ErrLocked = errors.New("vhd: image in use")
 	// ErrReadOnly is returned by WriteAt on a disk opened read-only.
 	ErrReadOnly = errors.New("vhd: disk is read-only")
 	// ErrOutOfRange means an offset or length outside the virtual disk.

@@ -278,3 +278,43 @@ func TestCrashAtEveryWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestWriterLocks: a second writer of an image, or a writer of the parent of
+// an image open for writing, is refused; readers are not.
+func TestWriterLocks(t *testing.T) {
+	dir := t.TempDir()
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	if err := Create(base, CreateOptions{Type: TypeDynamic, Size: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(child, CreateOptions{Parent: base}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(child, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(child, nil); !errors.Is(err, ErrLocked) {
+		t.Errorf("second writer of the child: %v, want ErrLocked", err)
+	}
+	if _, err := Open(base, nil); !errors.Is(err, ErrLocked) {
+		t.Errorf("writer of the parent while the child is written: %v, want ErrLocked", err)
+	}
+	for _, p := range []string{child, base} {
+		r, err := Open(p, &Options{ReadOnly: true})
+		if err != nil {
+			t.Errorf("reader of %s: %v", p, err)
+		} else {
+			r.Close()
+		}
+	}
+	w.Close()
+	w, err = Open(base, nil)
+	if err != nil {
+		t.Fatalf("writer of the parent once the child is closed: %v", err)
+	}
+	if _, err := Open(child, nil); !errors.Is(err, ErrLocked) {
+		t.Errorf("writer of the child while its parent is written: %v, want ErrLocked", err)
+	}
+	w.Close()
+}

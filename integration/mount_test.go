@@ -262,6 +262,11 @@ func TestBadUse(t *testing.T) {
 	busy := mountImage(t, img, "--ro")
 	notVHD := filepath.Join(tempDir(t), "notes.txt")
 	os.WriteFile(notVHD, bytes.Repeat([]byte("not a disk\n"), 100), 0o644)
+	// A copy mounted read-write: a second writer must be refused.
+	b, _ := os.ReadFile(img)
+	inUse := filepath.Join(tempDir(t), "inuse.vhd")
+	os.WriteFile(inUse, b, 0o644)
+	mountImage(t, inUse)
 	cases := []struct {
 		name, image, mnt, want string
 	}{
@@ -269,6 +274,7 @@ func TestBadUse(t *testing.T) {
 		{"missing mountpoint", img, "/nonexistent/mnt", "mountpoint"},
 		{"already mounted", img, busy.dir, "already a mount point"},
 		{"not a VHD", notVHD, tempDir(t), "not a VHD"},
+		{"image mounted read-write elsewhere", inUse, tempDir(t), "image in use"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

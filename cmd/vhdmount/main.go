@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -29,6 +30,10 @@ const (
 	exitFail  = 1 // could not mount, or the image could not be synced or closed
 	exitUsage = 2 // bad command line
 )
+
+// lockWait is how long a mount waits for an image that another process
+// holds for writing before giving up.
+const lockWait = 5 * time.Second
 
 // readyFDEnv names the variable that tells a detached child which file
 // descriptor to report readiness on.
@@ -135,7 +140,7 @@ func runDetached(c *config, fd string) int {
 func serve(c *config, stderr io.Writer, ready func(error)) int {
 	d, srv, err := mount(c)
 	if err != nil {
-		fmt.Fprintf(stderr, "vhdmount: %v\n", err)
+		fmt.Fprintf(stderr, "vhdmount: %s\n", strings.TrimPrefix(err.Error(), "vhd: "))
 		ready(err)
 		return exitFail
 	}
@@ -191,7 +196,14 @@ func mount(c *config) (*format.Disk, *fuse.Server, error) {
 			ro = true // a read-only image gives a read-only mount
 		}
 	}
-	d, err := format.Open(c.image, &format.Options{ReadOnly: ro, Parent: c.parent, IgnoreChecksums: c.ignoreChecksums})
+	opts := &format.Options{ReadOnly: ro, Parent: c.parent, IgnoreChecksums: c.ignoreChecksums}
+	d, err := format.Open(c.image, opts)
+	// umount returns before the previous server has synced and closed the
+	// image; give a server that is shutting down a moment to let go.
+	for deadline := time.Now().Add(lockWait); errors.Is(err, format.ErrLocked) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		d, err = format.Open(c.image, opts)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
