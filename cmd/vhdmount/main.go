@@ -138,6 +138,10 @@ func runDetached(c *config, fd string) int {
 // (with nil when the mount is live, else after printing the error), and
 // serves until unmounted or signalled.
 func serve(c *config, stderr io.Writer, ready func(error)) int {
+	// Catch signals before the mount exists: one that arrives while
+	// mounting waits in the channel and unmounts as soon as it is live.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	d, srv, err := mount(c)
 	if err != nil {
 		fmt.Fprintf(stderr, "vhdmount: %s\n", strings.TrimPrefix(err.Error(), "vhd: "))
@@ -145,8 +149,6 @@ func serve(c *config, stderr io.Writer, ready func(error)) int {
 		return exitFail
 	}
 	ready(nil)
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		for range sig {
 			if err := srv.Unmount(); err != nil {
