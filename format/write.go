@@ -20,7 +20,8 @@ import (
 // and bitmap are written; then the BAT entry that publishes it. Bitmap bits
 // are set only after the sectors they cover are written. After a crash the
 // image therefore opens as it was before the interrupted write, possibly with
-// an unreferenced block (harmless; `vhd check` reports it as a note).
+// an unreferenced block: space no BAT entry points at, which is harmless and
+// not reported as a problem.
 // Durability needs Sync.
 //
 // Concurrent WriteAt calls to different blocks proceed in parallel; calls to

@@ -86,3 +86,36 @@ func TestInfoJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertFailureKeepsDst: a conversion that fails midway (a block of the
+// source points past its end) leaves an existing DST as it was, even with
+// --force, and no temporary file behind.
+func TestConvertFailureKeepsDst(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.vhd")
+	var out, errb bytes.Buffer
+	if run([]string{"create", src, "8M"}, &out, &errb) != 0 {
+		t.Fatal(errb.String())
+	}
+	raw := filepath.Join(dir, "data.raw")
+	os.WriteFile(raw, bytes.Repeat([]byte{7}, 8<<20), 0o644)
+	os.Remove(src)
+	if run([]string{"convert", "-O", "dynamic", raw, src}, &out, &errb) != 0 {
+		t.Fatal(errb.String())
+	}
+	b, _ := os.ReadFile(src)
+	b[1536+4*3] = 0x7F // BAT entry 3 now points far past the end of the file
+	os.WriteFile(src, b, 0o644)
+	dst := filepath.Join(dir, "dst.raw")
+	os.WriteFile(dst, []byte("precious"), 0o644)
+	errb.Reset()
+	if code := run([]string{"convert", "-O", "raw", "--force", src, dst}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "BAT entry 3") {
+		t.Fatalf("exit %d, stderr %q; want 1 naming BAT entry 3", code, errb.String())
+	}
+	if got, _ := os.ReadFile(dst); string(got) != "precious" {
+		t.Errorf("DST changed: %d bytes", len(got))
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 3 {
+		t.Errorf("files left: %v", ents)
+	}
+}

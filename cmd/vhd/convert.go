@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -56,24 +57,32 @@ func cmdConvert(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	defer closeSrc()
-	if !*force {
-		if _, err := os.Lstat(dst); err == nil {
-			return fail(stderr, fmt.Errorf("%s exists; use --force to overwrite it", dst))
-		}
-	} else if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fail(stderr, err)
+	if _, err := os.Lstat(dst); err == nil && !*force {
+		return fail(stderr, fmt.Errorf("%s exists; use --force to overwrite it", dst))
 	}
+	// Write beside DST and move it into place only when complete, so a
+	// failed or interrupted conversion never leaves a partial DST, nor
+	// destroys the DST that --force would replace.
+	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".vhd-convert")
+	os.Remove(tmp)
 	if *out == "raw" {
-		err = convertToRaw(src, dst, *syncOut, stderr)
+		err = convertToRaw(src, tmp, *syncOut, stderr)
 	} else {
 		typ := format.TypeDynamic
 		if *out == "fixed" {
 			typ = format.TypeFixed
 		}
-		err = convertToVHD(src, dst, typ, blockSize, *syncOut, stderr)
+		err = convertToVHD(src, tmp, typ, blockSize, *syncOut, stderr)
+	}
+	if err == nil {
+		if *force {
+			err = os.Rename(tmp, dst)
+		} else if err = os.Link(tmp, dst); err == nil { // fails rather than overwrite
+			os.Remove(tmp)
+		}
 	}
 	if err != nil {
-		os.Remove(dst)
+		os.Remove(tmp)
 		return fail(stderr, err)
 	}
 	return exitOK
