@@ -133,14 +133,17 @@ func (d *Disk) allocate(l *layer, blk, in int64, p []byte, off int64) error {
 	l.mu.Unlock()
 
 	nsec := l.sectorsIn(blk)
-	bits := make([]byte, (nsec+7)/8)
+	// The whole bitmap area, so its padding holds zeros rather than whatever
+	// was there (the old footer, for one).
+	area := make([]byte, l.bitmapSize)
+	bits := area[:(nsec+7)/8]
 	for s := bufIn / SectorSize; s < (bufIn+int64(len(buf)))/SectorSize; s++ {
 		bits[s/8] |= 0x80 >> (s % 8)
 	}
 	if err := l.writeFile(buf, pos+l.bitmapSize+bufIn, "data"); err != nil {
 		return err
 	}
-	if err := l.writeFile(bits, pos, fmt.Sprintf("sector bitmap of block %d", blk)); err != nil {
+	if err := l.writeFile(area, pos, fmt.Sprintf("sector bitmap of block %d", blk)); err != nil {
 		return err
 	}
 	var ent [4]byte

@@ -2,6 +2,7 @@ package format
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -317,4 +318,41 @@ func TestWriterLocks(t *testing.T) {
 		t.Errorf("writer of the child while its parent is written: %v, want ErrLocked", err)
 	}
 	w.Close()
+}
+
+// TestNewBlockBitmapPadding: a new block's bitmap area past the bits it uses
+// holds zeros, not what the file had there (the old footer).
+func TestNewBlockBitmapPadding(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.vhd")
+	if err := Create(path, CreateOptions{Type: TypeDynamic, Size: 4 << 20, BlockSize: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	// Move the footer to 0xE00 (as a producer with padding before it might
+	// have it), where a new block's bitmap, 4 KiB-aligning its data, lands
+	// right on top of it.
+	b, _ := os.ReadFile(path)
+	footer := append([]byte(nil), b[len(b)-512:]...)
+	b = append(append(b[:len(b)-512], make([]byte, 0xE00-(len(b)-512))...), footer...)
+	os.WriteFile(path, b, 0o644)
+	d, err := Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(0); i < 4; i++ {
+		if _, err := d.WriteAt([]byte{1, 2, 3}, i*(64<<10)+700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close()
+	b, _ = os.ReadFile(path)
+	if start := int64(binary.BigEndian.Uint32(b[1536:])) * 512; start != 0xE00 {
+		t.Fatalf("block 0 at 0x%x; the test expects it on the old footer at 0xE00", start)
+	}
+	for i := range 4 {
+		start := int64(binary.BigEndian.Uint32(b[1536+4*i:])) * 512
+		used := (64 << 10) / 512 / 8 // 16 bytes of bits
+		if pad := b[start+int64(used) : start+512]; !bytes.Equal(pad, make([]byte, len(pad))) {
+			t.Errorf("block %d: bitmap padding not zero: % x", i, pad[:16])
+		}
+	}
 }
