@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/internal/mountinfo"
 )
 
 type config struct {
@@ -278,14 +279,8 @@ func median(v []float64) float64 {
 }
 
 func isMounted(dir string) bool {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
+	_, ok, _ := mountinfo.Lookup(dir)
+	return ok
 }
 
 // waitMounted polls mountinfo (bounded) until dir is a mount point.

@@ -45,7 +45,7 @@ type layer struct {
 	path     string
 	f        File
 	readOnly bool
-	fileSize int64 // size of the file when opened (grows under mu with writes)
+	fileSize int64 // size of the file when opened
 
 	footer    Footer
 	footerRaw [footerSize]byte
@@ -60,7 +60,7 @@ type layer struct {
 	blockSize  int64
 	bitmapSize int64
 	nblocks    int64    // BAT entries that cover the virtual size
-	bat        []uint32 // accessed with atomic loads; stored with atomic stores under mu
+	bat        []uint32 // atomic loads; a store publishes a new block under its block lock
 	bitmaps    []atomic.Pointer[bitmap]
 	meta       []interval // metadata areas no block may overlap
 	batmapOff  int64      // blktap batmap, 0 when absent
@@ -104,7 +104,6 @@ func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error
 			return nil, formatErr(path, 0x30+l.footerOff, "footer CurrentSize", ErrCorrupt,
 				"fixed disk of %d bytes, but only %d bytes of data precede the footer", l.size, l.footerOff)
 		}
-		l.dataEnd = l.size
 		return l, nil
 	}
 	if err := l.readHeader(opts.IgnoreChecksums); err != nil {

@@ -122,13 +122,12 @@ func (d *Disk) allocate(l *layer, blk, in int64, p []byte, off int64) error {
 		l.mu.Unlock()
 		return fmt.Errorf("%w: %s would grow past the 2 TiB a BAT entry can address", ErrUnsupported, l.path)
 	}
-	if end > l.dataLimit.Load() {
-		if err := l.writeFile(l.footerRaw[:], end, "footer"); err != nil {
-			l.mu.Unlock()
-			return err
-		}
-		l.dataLimit.Store(end)
+	// pos is at or past the footer, so the footer always moves.
+	if err := l.writeFile(l.footerRaw[:], end, "footer"); err != nil {
+		l.mu.Unlock()
+		return err
 	}
+	l.dataLimit.Store(end)
 	l.dataEnd = end
 	l.mu.Unlock()
 

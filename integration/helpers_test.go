@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhdmount/vhdmount/internal/mountinfo"
 	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
@@ -79,8 +79,8 @@ const tempPrefix = "vhdmount-it-"
 func leftoverMounts() []string {
 	var out []string
 	for _, m := range mounts() {
-		if strings.Contains(m.point, tempPrefix) {
-			out = append(out, m.point)
+		if strings.Contains(m.Point, tempPrefix) {
+			out = append(out, m.Point)
 		}
 	}
 	return out
@@ -101,46 +101,15 @@ func leftoverLoops() []string {
 	return left
 }
 
-type mountEntry struct{ point, fstype, source, opts string }
-
-// mounts parses /proc/self/mountinfo.
-func mounts() []mountEntry {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range fs {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+2 >= len(fs) || len(fs) < 6 {
-			continue
-		}
-		out = append(out, mountEntry{point: unescape(fs[4]), opts: fs[5], fstype: fs[sep+1], source: unescape(fs[sep+2])})
-	}
-	return out
+// mounts lists the mount table (empty if it cannot be read).
+func mounts() []mountinfo.Mount {
+	ms, _ := mountinfo.List()
+	return ms
 }
 
-func unescape(s string) string {
-	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	return r.Replace(s)
-}
-
-func mountedAt(dir string) (mountEntry, bool) {
-	for _, m := range mounts() {
-		if m.point == dir {
-			return m, true
-		}
-	}
-	return mountEntry{}, false
+func mountedAt(dir string) (mountinfo.Mount, bool) {
+	m, ok, _ := mountinfo.Lookup(dir)
+	return m, ok
 }
 
 // requireMount skips (fails in CI) unless we can mount FUSE and loop devices.

@@ -309,8 +309,8 @@ func TestDaemon(t *testing.T) {
 	}
 	srv := adoptDaemon(t, dir) // mounted as soon as vhdmount returned: no waiting
 	m, _ := mountedAt(dir)
-	if m.fstype != "fuse.vhdmount" || !strings.Contains(m.opts, "ro") {
-		t.Errorf("mount type %q options %q; want fuse.vhdmount, ro", m.fstype, m.opts)
+	if m.FSType != "fuse.vhdmount" || !strings.Contains(m.Options, "ro") {
+		t.Errorf("mount type %q options %q; want fuse.vhdmount, ro", m.FSType, m.Options)
 	}
 	checkExt2Sum(t, dir)
 	srv.unmount(t)
@@ -479,8 +479,8 @@ func TestMountHelper(t *testing.T) {
 	}
 	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail")
 	srv := adoptDaemon(t, dir)
-	if m, _ := mountedAt(dir); !strings.HasPrefix(m.opts, "ro") {
-		t.Errorf("options %q, want ro", m.opts)
+	if m, _ := mountedAt(dir); !strings.HasPrefix(m.Options, "ro") {
+		t.Errorf("options %q, want ro", m.Options)
 	}
 	checkExt2Sum(t, dir)
 	srv.unmount(t)
@@ -592,8 +592,8 @@ func TestUnprivilegedUser(t *testing.T) {
 	}
 	srv := adoptDaemon(t, mnt)
 	m, _ := mountedAt(mnt)
-	if !strings.Contains(m.source, "user.vhd") {
-		t.Errorf("mount source %q", m.source)
+	if !strings.Contains(m.Source, "user.vhd") {
+		t.Errorf("mount source %q", m.Source)
 	}
 	out, err := as("sha256sum", filepath.Join(mnt, "disk.raw")).CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "870be7ae") {

@@ -67,7 +67,7 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	if root.ro {
+	if root.file.ro {
 		// "ro" for fusermount3; MS_RDONLY for a direct mount(2).
 		mo.Options = append(mo.Options, "ro")
 		mo.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
@@ -86,7 +86,6 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 type Root struct {
 	fs.Inode
 	file *File
-	ro   bool
 }
 
 // NewRoot returns the root node serving d.
@@ -96,7 +95,7 @@ func NewRoot(d Disk, o Options) *Root {
 	if logf == nil {
 		logf = log.Printf
 	}
-	return &Root{file: &File{d: d, ro: ro, logf: logf, mtime: time.Now()}, ro: ro}
+	return &Root{file: &File{d: d, ro: ro, logf: logf, mtime: time.Now()}}
 }
 
 // OnAdd adds disk.raw when the filesystem is mounted.

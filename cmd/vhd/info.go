@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -10,33 +9,24 @@ import (
 )
 
 func cmdInfo(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("info", "info [--json] [--parent PATH] IMAGE", stderr)
-	asJSON := fs.Bool("json", false, "print JSON instead of text")
-	parent := fs.String("parent", "", "use `PATH` as the image's parent instead of its locators")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	image, asJSON, parent, ok := imageCommand("info", args, stderr)
+	if !ok {
 		return exitUsage
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return exitUsage
-	}
-	d, err := format.Open(pos[0], &format.Options{ReadOnly: true, Parent: *parent})
+	d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: parent})
 	if err != nil {
 		return fail(stderr, err)
 	}
 	defer d.Close()
 	layers := d.Layers()
-	if *asJSON {
+	if asJSON {
 		out := struct {
 			VirtualSize    int64              `json:"virtual_size"`
 			AllocatedBytes int64              `json:"allocated_bytes"`
 			Depth          int                `json:"depth"`
 			Layers         []format.LayerInfo `json:"layers"`
 		}{d.Size(), d.AllocatedBytes(), d.Depth(), layers}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := writeJSON(stdout, out); err != nil {
 			return fail(stderr, err)
 		}
 		return exitOK

@@ -11,6 +11,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -96,6 +97,31 @@ func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// imageCommand parses the command line of a command that takes one IMAGE
+// and the --json and --parent flags (info, check). ok is false after a usage
+// error, which has been reported.
+func imageCommand(name string, args []string, stderr io.Writer) (image string, asJSON bool, parent string, ok bool) {
+	fs := newFlagSet(name, name+" [--json] [--parent PATH] IMAGE", stderr)
+	j := fs.Bool("json", false, "print JSON instead of text")
+	p := fs.String("parent", "", "use `PATH` as the image's parent instead of its locators")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return "", false, "", false
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return "", false, "", false
+	}
+	return pos[0], *j, *p, true
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // fail prints one line for err and returns exitFail.

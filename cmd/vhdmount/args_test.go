@@ -43,9 +43,3 @@ func TestParseArgs(t *testing.T) {
 		})
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	if got := unescapeMountinfo(`/mnt/a\040b\134c`); got != `/mnt/a b\c` {
-		t.Errorf("got %q", got)
-	}
-}

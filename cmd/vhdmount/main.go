@@ -4,7 +4,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/internal/mountinfo"
 	"github.com/vhdmount/vhdmount/vhdfs"
 )
 
@@ -35,8 +35,8 @@ const (
 // holds for writing before giving up.
 const lockWait = 5 * time.Second
 
-// readyFDEnv names the variable that tells a detached child which file
-// descriptor to report readiness on.
+// readyFDEnv marks the detached child; it reports readiness on file
+// descriptor 3 (the first of exec.Cmd.ExtraFiles).
 const readyFDEnv = "_VHDMOUNT_READY_FD"
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -51,8 +51,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usageText)
 		return exitOK
 	}
-	if fd := os.Getenv(readyFDEnv); fd != "" {
-		return runDetached(c, fd)
+	if os.Getenv(readyFDEnv) != "" {
+		return runDetached(c)
 	}
 	if !c.foreground {
 		return detach(c, stderr)
@@ -109,15 +109,9 @@ func detach(c *config, stderr io.Writer) int {
 }
 
 // runDetached is the child side of detach: it serves, reporting readiness or
-// the failure on the inherited file descriptor.
-func runDetached(c *config, fd string) int {
-	var ready *os.File
-	if fd == "3" {
-		ready = os.NewFile(3, "ready")
-	}
-	if ready == nil {
-		return exitFail
-	}
+// the failure on the inherited file descriptor 3.
+func runDetached(c *config) int {
+	ready := os.NewFile(3, "ready")
 	var logw io.Writer = io.Discard
 	if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_ERR, "vhdmount"); err == nil {
 		logw = sl
@@ -187,7 +181,7 @@ func mount(c *config) (*format.Disk, *fuse.Server, error) {
 	if !fi.IsDir() {
 		return nil, nil, fmt.Errorf("mountpoint %s is not a directory", c.mountpoint)
 	}
-	if mounted, err := isMountPoint(mnt); err != nil {
+	if _, mounted, err := mountinfo.Lookup(mnt); err != nil {
 		return nil, nil, err
 	} else if mounted {
 		return nil, nil, fmt.Errorf("mountpoint %s is already a mount point; unmount it first", c.mountpoint)
@@ -216,45 +210,6 @@ func mount(c *config) (*format.Disk, *fuse.Server, error) {
 		return nil, nil, fmt.Errorf("mounting %s: %v", c.mountpoint, err)
 	}
 	return d, srv, nil
-}
-
-// isMountPoint reports whether path is the mount point of a mount listed in
-// /proc/self/mountinfo.
-func isMountPoint(path string) (bool, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == path {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space…) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%3o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // lazyUnmount detaches the mount even while files in it are open.
