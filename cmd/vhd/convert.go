@@ -1,269 +1,132 @@
 package main
 
 import (
-	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sync"
+	"os/signal"
 	"syscall"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/format/convert"
 )
 
-// copyChunk is the unit of reading and zero detection when converting.
-const copyChunk = 2 << 20
-
-// source is what convert reads: a VHD chain or a raw file.
-type source interface {
-	io.ReaderAt
-	Size() int64
-	// Extent reports whether off is data or a hole and where that run ends.
-	Extent(off int64) (bool, int64)
-}
-
 func cmdConvert(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("convert", "convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--force] [--sync] SRC DST", stderr)
-	out := fs.String("O", "", "output `format`: raw, fixed or dynamic")
-	in := fs.String("f", "", "input `format`: vhd or raw (default: vhd if SRC is one, else raw)")
-	bs := fs.String("block-size", "", "block `size` of a dynamic output (default 2M)")
-	force := fs.Bool("force", false, "overwrite DST if it exists")
-	syncOut := fs.Bool("sync", false, "fsync DST before exiting (like qemu-img and cp, the default leaves it to the kernel)")
-	parent := fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	c := newCommand("convert", []string{
+		"convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST",
+	}, `Convert SRC (a VHD with its chain of parents, or a raw disk) to DST.
+Unallocated and all-zero ranges stay holes or unallocated blocks. DST is
+written beside itself and renamed into place when complete. An existing DST
+(with --force) may be a regular file, a symbolic link to one (the target is
+written) or, for -O raw, a block device at least as large as the disk (every
+byte written in place); anything else is refused, as is a DST in use.`, stdout, stderr)
+	out := c.fs.String("O", "", "output `format`: raw, fixed or dynamic (required)")
+	in := c.fs.String("f", "", "input `format`: vhd or raw (default: a VHD if SRC opens as one; a file named *.vhd, *.vhdx, *.avhd, *.avhdx must; any other file is taken as raw for -O fixed|dynamic only)")
+	bs := c.fs.String("block-size", "", "block `size` of a dynamic output: a power of two from 512 to 256M (default 2M)")
+	force := c.fs.Bool("force", false, "replace DST if it exists")
+	syncOut := c.fs.Bool("sync", false, "fsync DST before exiting (like cp and qemu-img, the default leaves it to the kernel)")
+	parent := c.fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators (its unique id must still match)")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
-	if len(pos) != 2 || *out == "" {
-		fs.Usage()
-		return exitUsage
+	set := c.set()
+	if len(pos) != 2 {
+		return c.usageErr("want SRC and DST, got %d arguments", len(pos))
 	}
 	srcPath, dst := pos[0], pos[1]
-	var blockSize int64
-	if *bs != "" {
-		if blockSize, err = parseSize(*bs); err != nil {
-			return fail(stderr, fmt.Errorf("--block-size: %w", err))
+	o := convert.Options{Replace: *force, Sync: *syncOut}
+	switch *out {
+	case "raw":
+		o.Output = convert.Raw
+	case "fixed":
+		o.Output = convert.Fixed
+	case "dynamic":
+		o.Output = convert.Dynamic
+	case "":
+		return c.usageErr("-O is required: raw, fixed or dynamic")
+	default:
+		return c.usageErr("-O %s: want raw, fixed or dynamic", quote(*out))
+	}
+	switch *in {
+	case "", convert.InputVHD, convert.InputRaw:
+	default:
+		return c.usageErr("-f %s: want vhd or raw", quote(*in))
+	}
+	if set["parent"] && *in == convert.InputRaw {
+		return c.usageErr("--parent does not apply to a raw SRC (-f raw)")
+	}
+	if set["block-size"] {
+		if o.Output != convert.Dynamic {
+			return c.usageErr("--block-size applies only to -O dynamic")
+		}
+		var err error
+		if o.BlockSize, err = parseBlockSize(*bs); err != nil {
+			return c.usageErr("--block-size %v", err)
 		}
 	}
-	switch *out {
-	case "raw", "fixed", "dynamic":
-	default:
-		return fail(stderr, fmt.Errorf("-O %q: want raw, fixed or dynamic", *out))
-	}
-	src, closeSrc, err := openSource(srcPath, *in, *parent, stderr)
+
+	src, info, closeSrc, err := convert.OpenSource(srcPath, *in, *parent)
 	if err != nil {
+		if errors.Is(err, format.ErrNotVHD) && convert.HasDiskImageExt(srcPath) {
+			return fail(stderr, fmt.Errorf("%s; use -f raw to read it as a raw disk", message(err)))
+		}
 		return fail(stderr, err)
 	}
 	defer closeSrc()
-	if _, err := os.Lstat(dst); err == nil && !*force {
-		return fail(stderr, fmt.Errorf("%s exists; use --force to overwrite it", dst))
-	}
-	// Write beside DST and move it into place only when complete, so a
-	// failed or interrupted conversion never leaves a partial DST, nor
-	// destroys the DST that --force would replace.
-	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+".vhd-convert")
-	os.Remove(tmp)
-	if *out == "raw" {
-		err = convertToRaw(src, tmp, *syncOut, stderr)
-	} else {
-		typ := format.TypeDynamic
-		if *out == "fixed" {
-			typ = format.TypeFixed
+	if info.Guessed {
+		if o.Output == convert.Raw {
+			return fail(stderr, fmt.Errorf("%s: not a VHD image; use -f raw to copy it as a raw disk", srcPath))
 		}
-		err = convertToVHD(src, tmp, typ, blockSize, *syncOut, stderr)
+		fmt.Fprintf(stderr, "vhd: note: treating %s as raw: it is not a VHD image\n", srcPath)
 	}
-	if err == nil {
-		if *force {
-			err = os.Rename(tmp, dst)
-		} else if err = os.Link(tmp, dst); err == nil { // fails rather than overwrite
-			os.Remove(tmp)
+	if info.Format == convert.InputRaw && info.RawSize != src.Size() {
+		fmt.Fprintf(stderr, "vhd: note: %s is %d bytes, not a multiple of 512; the disk is padded with zeros to %d\n",
+			srcPath, info.RawSize, src.Size())
+	}
+
+	// SIGINT, SIGTERM and SIGHUP stop the conversion; Convert removes its
+	// temporary file, and we exit 128 + the signal number.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigc)
+	var caught os.Signal
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case caught = <-sigc:
+			cancel()
+		case <-ctx.Done():
 		}
+	}()
+
+	bar := newProgress(stderr, src.Size())
+	o.Progress = bar.add
+	err = convert.Convert(ctx, src, dst, o)
+	bar.finish()
+	cancel()
+	<-watched
+	if caught != nil && err != nil {
+		what := "not written"
+		if fi, serr := os.Stat(dst); serr == nil && fi.Mode()&os.ModeDevice != 0 {
+			what = "the device is partly written"
+		}
+		fmt.Fprintf(stderr, "vhd: %s: interrupted by a signal (%v); %s\n", dst, caught, what)
+		if s, ok := caught.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
+		return exitFail
 	}
 	if err != nil {
-		os.Remove(tmp)
+		if errors.Is(err, convert.ErrExists) {
+			return fail(stderr, fmt.Errorf("%s; use --force to replace it", message(err)))
+		}
 		return fail(stderr, err)
 	}
 	return exitOK
 }
-
-// openSource opens SRC as a VHD chain, or as a raw file when it is not a VHD
-// (or -f raw says so).
-func openSource(path, kind, parent string, stderr io.Writer) (source, func(), error) {
-	if kind != "" && kind != "vhd" && kind != "raw" {
-		return nil, nil, fmt.Errorf("-f %q: want vhd or raw", kind)
-	}
-	if kind != "raw" {
-		d, err := format.Open(path, &format.Options{ReadOnly: true, Parent: parent})
-		if err == nil {
-			return d, func() { d.Close() }, nil
-		}
-		if kind == "vhd" || !errors.Is(err, format.ErrNotVHD) {
-			return nil, nil, err
-		}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	r := &rawSource{f: f, size: fi.Size()}
-	if r.size%format.SectorSize != 0 {
-		fmt.Fprintf(stderr, "vhd: note: %s is %d bytes, not a multiple of 512; the disk is padded with zeros to %d\n",
-			path, r.size, (r.size+511)&^511)
-		r.size = (r.size + 511) &^ 511
-	}
-	return r, func() { f.Close() }, nil
-}
-
-// rawSource is a raw disk file; holes are found with SEEK_DATA/SEEK_HOLE.
-type rawSource struct {
-	f    *os.File
-	size int64
-}
-
-func (r *rawSource) Size() int64 { return r.size }
-
-func (r *rawSource) ReadAt(p []byte, off int64) (int, error) {
-	n, err := r.f.ReadAt(p, off)
-	if err == io.EOF && off+int64(len(p)) <= r.size {
-		clear(p[n:]) // the zero padding to a whole sector
-		return len(p), nil
-	}
-	return n, err
-}
-
-func (r *rawSource) Extent(off int64) (bool, int64) {
-	const seekData, seekHole = 3, 4
-	data, err := r.f.Seek(off, seekData)
-	if errors.Is(err, syscall.ENXIO) {
-		return false, r.size
-	}
-	if err != nil { // no SEEK_DATA support: all data
-		return true, r.size
-	}
-	if data > off {
-		return false, min(data, r.size)
-	}
-	hole, err := r.f.Seek(off, seekHole)
-	if err != nil || hole <= off {
-		return true, r.size
-	}
-	return true, min(hole, r.size)
-}
-
-// copyWorkers is how many chunks are in flight while converting: reads of
-// one chunk overlap the zero check and write of others.
-const copyWorkers = 4
-
-// copyDisk copies every non-zero chunk of src's data extents into dst, with
-// copyWorkers chunks in flight. Chunks are aligned to copyChunk, so they
-// match 2 MiB blocks.
-func copyDisk(src source, dst io.WriterAt, bar *progress) error {
-	type job struct{ off, n int64 }
-	jobs := make(chan job, copyWorkers)
-	errc := make(chan error, copyWorkers)
-	var wg sync.WaitGroup
-	for range copyWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, copyChunk)
-			for j := range jobs {
-				p := buf[:j.n]
-				if _, err := src.ReadAt(p, j.off); err != nil && err != io.EOF {
-					errc <- err
-					return
-				}
-				if !isZero(p) {
-					if _, err := dst.WriteAt(p, j.off); err != nil {
-						errc <- err
-						return
-					}
-				}
-				bar.add(j.n)
-			}
-		}()
-	}
-	var err error
-feed:
-	for off := int64(0); off < src.Size(); {
-		data, end := src.Extent(off)
-		if !data {
-			bar.add(end - off)
-			off = end
-			continue
-		}
-		for off < end {
-			n := min(copyChunk-off%copyChunk, end-off)
-			select {
-			case jobs <- job{off, n}:
-			case err = <-errc:
-				break feed
-			}
-			off += n
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errc:
-		default:
-		}
-	}
-	return err
-}
-
-// convertToRaw writes the flat disk to dst, leaving every range the source
-// does not store, and every all-zero chunk, as a hole.
-func convertToRaw(src source, dst string, syncOut bool, stderr io.Writer) error {
-	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	bar := newProgress(stderr, src.Size())
-	err = copyDisk(src, f, bar)
-	bar.finish()
-	if err == nil {
-		err = f.Truncate(src.Size())
-	}
-	if err == nil && syncOut {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// convertToVHD creates a fixed or dynamic VHD at dst with src's content; zero
-// chunks allocate no block.
-func convertToVHD(src source, dst string, typ int, blockSize int64, syncOut bool, stderr io.Writer) error {
-	if err := format.Create(dst, format.CreateOptions{Type: typ, Size: src.Size(), BlockSize: blockSize}); err != nil {
-		return err
-	}
-	d, err := format.Open(dst, nil)
-	if err != nil {
-		return err
-	}
-	bar := newProgress(stderr, src.Size())
-	err = copyDisk(src, d, bar)
-	bar.finish()
-	if err == nil && syncOut {
-		err = d.Sync()
-	}
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-var zeroChunk = make([]byte, copyChunk)
-
-func isZero(b []byte) bool { return bytes.Equal(b, zeroChunk[:len(b)]) }

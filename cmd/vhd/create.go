@@ -8,25 +8,32 @@ import (
 )
 
 func cmdCreate(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("create", "create [-t fixed|dynamic] [--block-size N] IMAGE SIZE\n       vhd create --parent PARENT IMAGE", stderr)
-	typ := fs.String("t", "dynamic", "image `type`: fixed or dynamic")
-	bs := fs.String("block-size", "", "block `size` of a dynamic or differencing disk, a power of two (default 2M)")
-	parent := fs.String("parent", "", "create a differencing disk over `PARENT` (its size is used)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return exitUsage
+	c := newCommand("create", []string{
+		"create [-t fixed|dynamic] [--block-size N] IMAGE SIZE",
+		"create --parent PARENT [--block-size N] IMAGE",
+	}, "Create an empty image of SIZE (512, 64M, 10G, 1T...: binary units, a multiple\nof 512 up to 2040G), or an empty differencing disk over PARENT, which gets\nPARENT's size. Never overwrites a file.", stdout, stderr)
+	typ := c.fs.String("t", "dynamic", "image `type`: fixed or dynamic")
+	bs := c.fs.String("block-size", "", "block `size` of a dynamic or differencing disk: a power of two from 512 to 256M (default 2M)")
+	parent := c.fs.String("parent", "", "create a differencing disk over `PARENT`")
+	pos, code, ok := c.parse(args)
+	if !ok {
+		return code
 	}
+	set := c.set()
 	o := format.CreateOptions{Parent: *parent}
-	if *bs != "" {
-		if o.BlockSize, err = parseSize(*bs); err != nil {
-			return fail(stderr, fmt.Errorf("--block-size: %w", err))
+	var err error
+	if *parent != "" {
+		switch {
+		case set["t"]:
+			return c.usageErr("-t does not apply to a differencing disk (--parent)")
+		case len(pos) == 2:
+			return c.usageErr("a differencing disk gets its parent's size; give no SIZE")
+		case len(pos) != 1:
+			return c.usageErr("want IMAGE, got %d arguments", len(pos))
 		}
-	}
-	switch {
-	case *parent != "" && len(pos) == 1:
-	case *parent == "" && len(pos) == 2:
-		if o.Size, err = parseSize(pos[1]); err != nil {
-			return fail(stderr, err)
+	} else {
+		if len(pos) != 2 {
+			return c.usageErr("want IMAGE and SIZE, got %d arguments", len(pos))
 		}
 		switch *typ {
 		case "fixed":
@@ -34,18 +41,26 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 		case "dynamic":
 			o.Type = format.TypeDynamic
 		default:
-			return fail(stderr, fmt.Errorf("-t %q: want fixed or dynamic", *typ))
+			return c.usageErr("-t %s: want fixed or dynamic", quote(*typ))
 		}
-	default:
-		fs.Usage()
-		return exitUsage
+		if o.Size, err = parseDiskSize(pos[1]); err != nil {
+			return c.usageErr("size %v", err)
+		}
+	}
+	if set["block-size"] {
+		if o.Type == format.TypeFixed {
+			return c.usageErr("--block-size does not apply to a fixed disk")
+		}
+		if o.BlockSize, err = parseBlockSize(*bs); err != nil {
+			return c.usageErr("--block-size %v", err)
+		}
 	}
 	if err := format.Create(pos[0], o); err != nil {
 		return fail(stderr, err)
 	}
 	d, err := format.Open(pos[0], &format.Options{ReadOnly: true})
 	if err != nil {
-		return fail(stderr, fmt.Errorf("created %s but cannot reopen it: %w", pos[0], err))
+		return fail(stderr, fmt.Errorf("%s: created, but it cannot be reopened: %s", pos[0], message(err)))
 	}
 	defer d.Close()
 	l := d.Layers()[0]

@@ -9,13 +9,13 @@ import (
 )
 
 func cmdInfo(args []string, stdout, stderr io.Writer) int {
-	image, asJSON, parent, ok := imageCommand("info", args, stderr)
+	image, asJSON, parent, code, ok := imageCommand("info", "describe an image and its chain of parents.", args, stdout, stderr)
 	if !ok {
-		return exitUsage
+		return code
 	}
 	d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: parent})
 	if err != nil {
-		return fail(stderr, err)
+		return fail(stderr, imageErr(image, err))
 	}
 	defer d.Close()
 	layers := d.Layers()
@@ -56,7 +56,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(w, "  saved state:    yes\n")
 		}
 		if l.FoundVia != "" {
-			fmt.Fprintf(w, "  found via:      %s %q\n", l.FoundVia, l.FoundAs)
+			fmt.Fprintf(w, "  found via:      %s %s\n", l.FoundVia, quote(l.FoundAs))
 		}
 		if l.ParentUniqueID != "" {
 			fmt.Fprintf(w, "  parent uuid:    %s\n", l.ParentUniqueID)
@@ -65,9 +65,9 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 				ts = l.ParentTimestamp.Format("2006-01-02 15:04:05 UTC")
 			}
 			fmt.Fprintf(w, "  parent time:    %s\n", ts)
-			fmt.Fprintf(w, "  parent name:    %q\n", l.ParentName)
+			fmt.Fprintf(w, "  parent name:    %s\n", quote(l.ParentName))
 			for _, loc := range l.Locators {
-				fmt.Fprintf(w, "  locator %-6s  %q (at 0x%x, %d of %d bytes)\n", loc.Code, loc.Path, loc.Offset, loc.Length, loc.Space)
+				fmt.Fprintf(w, "  locator %-6s  %s (at 0x%x, %d of %d bytes)\n", loc.Code, quote(loc.Path), loc.Offset, loc.Length, loc.Space)
 			}
 		}
 	}

@@ -16,7 +16,13 @@ import (
 	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// TestMain runs the tests, or, when started by vhdCommand, is the vhd command.
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+	}
+	testenv.Main(m)
+}
 
 func vhd(t *testing.T, args ...string) string {
 	t.Helper()
