@@ -22,9 +22,9 @@ written beside itself and renamed into place when complete. An existing DST
 (with --force) may be a regular file, a symbolic link to one (the target is
 written) or, for -O raw, a block device at least as large as the disk (every
 byte written in place); anything else is refused, as is a DST in use.`, stdout, stderr)
-	out := c.fs.String("O", "", "output `format`: raw, fixed or dynamic (required)")
-	in := c.fs.String("f", "", "input `format`: vhd or raw (default: a VHD if SRC opens as one; a file named *.vhd, *.vhdx, *.avhd, *.avhdx must; any other file is taken as raw for -O fixed|dynamic only)")
-	bs := c.fs.String("block-size", "", "block `size` of a dynamic output: a power of two from 512 to 256M (default 2M)")
+	out := c.fs.String("O", "", "output format (required): `raw|fixed|dynamic`")
+	in := c.fs.String("f", "", "input format `vhd|raw` (default: a VHD if SRC opens as one; a file named *.vhd, *.vhdx, *.avhd, *.avhdx must; any other file is taken as raw for -O fixed|dynamic only)")
+	bs := c.fs.String("block-size", "", "`N`: block size of a dynamic output, a power of two from 512 to 256M (default 2M)")
 	force := c.fs.Bool("force", false, "replace DST if it exists")
 	syncOut := c.fs.Bool("sync", false, "fsync DST before exiting (like cp and qemu-img, the default leaves it to the kernel)")
 	parent := c.fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators (its unique id must still match)")
@@ -68,6 +68,9 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 		}
 	}
 
+	if _, err := os.Lstat(dst); err == nil && !*force {
+		return fail(stderr, fmt.Errorf("%s: exists; use --force to replace it", dst))
+	}
 	src, info, closeSrc, err := convert.OpenSource(srcPath, *in, *parent)
 	if err != nil {
 		if errors.Is(err, format.ErrNotVHD) && convert.HasDiskImageExt(srcPath) {
