@@ -468,14 +468,30 @@ func TestConvertLoopDevice(t *testing.T) {
 		}
 		checkOneLine(t, errs)
 	}
+	// A device claimed exclusively (as a mount does) is in use.
+	claim, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runVHD("convert", "-O", "raw", "-f", "raw", "--force", src, dev)
+	claim.Close()
+	if code != 1 || !strings.Contains(errs, dev+": device in use") {
+		t.Errorf("claimed device: exit %d, %q; want 1, device in use", code, errs)
+	}
 	if code, _, errs := runVHD("convert", "-O", "raw", "-f", "raw", "--force", src, dev); code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	if fi, err := os.Stat(dev); err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
 		t.Fatalf("%s is no longer a block device", dev)
 	}
+	// The device is also a raw SRC: its size comes from the device.
+	fromDev := filepath.Join(dir, "fromdev.vhd")
+	if code, _, errs := runVHD("convert", "-O", "dynamic", "-f", "raw", dev, fromDev); code != 0 {
+		t.Fatalf("device as SRC: exit %d: %s", code, errs)
+	}
 	detach()
 	got, _ := os.ReadFile(back)
+	sameBytes(t, "qemu-img reading the device converted", qemuRead(t, fromDev), got)
 	sameBytes(t, "device's disk", got[:len(want)], want)
 	if !bytes.Equal(got[len(want):], bytes.Repeat([]byte{0xAA}, devSize-len(want))) {
 		t.Error("the device past the disk changed")
