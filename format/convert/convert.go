@@ -256,14 +256,18 @@ func (d *dest) writeFile(ctx context.Context, src Source, o Options) (err error)
 		// Still holding the lock on the file being replaced.
 		return os.Rename(tmp, d.path)
 	}
-	if err := os.Link(tmp, d.path); err != nil { // fails rather than replace a file made meanwhile
-		if errors.Is(err, os.ErrExist) {
-			return &pathError{d.name, "exists (created while converting)", ErrExists}
-		}
-		return err
+	// A link fails rather than replace a file made meanwhile.
+	lerr := os.Link(tmp, d.path)
+	if lerr == nil {
+		os.Remove(tmp)
+		return nil
 	}
-	os.Remove(tmp)
-	return nil
+	if _, err := os.Lstat(d.path); !errors.Is(err, os.ErrNotExist) {
+		return &pathError{d.name, "exists (created while converting)", ErrExists}
+	}
+	// A filesystem without hard links (vfat, some FUSE ones): rename, after
+	// checking that nothing took the name.
+	return os.Rename(tmp, d.path)
 }
 
 func writeRaw(ctx context.Context, src Source, tmp string, o Options) error {
