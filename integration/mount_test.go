@@ -6,12 +6,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -245,7 +247,7 @@ func TestConcurrentReads(t *testing.T) {
 					return
 				}
 				if !bytes.Equal(buf, want[off:off+int64(n)]) {
-					errs <- "mismatch at " + string(rune(off))
+					errs <- fmt.Sprintf("%d bytes at %d differ from the expected disk", n, off)
 					return
 				}
 			}
@@ -269,7 +271,7 @@ func TestBadUse(t *testing.T) {
 	b, _ := os.ReadFile(img)
 	inUse := filepath.Join(tempDir(t), "inuse.vhd")
 	os.WriteFile(inUse, b, 0o644)
-	mountImage(t, inUse)
+	holder := mountImage(t, inUse)
 	cases := []struct {
 		name, image, mnt, want string
 	}{
@@ -277,11 +279,12 @@ func TestBadUse(t *testing.T) {
 		{"missing mountpoint", img, "/nonexistent/mnt", "mountpoint"},
 		{"already mounted", img, busy.dir, "already a mount point"},
 		{"not a VHD", notVHD, tempDir(t), "not a VHD"},
-		{"image mounted read-write elsewhere", inUse, tempDir(t), "image in use"},
+		{"image mounted read-write elsewhere", inUse, tempDir(t), "image in use by the mount at " + holder.dir},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := len(mounts())
+			before := ownMounts()
+			start := time.Now()
 			out, code := run(t, bin("vhdmount"), c.image, c.mnt)
 			if code != 1 {
 				t.Errorf("exit %d, want 1", code)
@@ -289,14 +292,60 @@ func TestBadUse(t *testing.T) {
 			if !strings.Contains(out, c.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 				t.Errorf("output %q: want one line containing %q", out, c.want)
 			}
-			if after := len(mounts()); after != before {
-				t.Errorf("%d mounts before, %d after", before, after)
+			// Only a server shutting down after umount is waited for; a
+			// live mount holding the image is named at once.
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %v to fail", d)
+			}
+			if after := ownMounts(); len(after) != len(before) {
+				t.Errorf("mounts of this run: %v before, %v after", before, after)
 			}
 		})
 	}
-	out, code := run(t, bin("vhdmount"), "only-one-arg")
-	if code != 2 || !strings.Contains(out, "usage:") {
-		t.Errorf("one argument: exit %d, output %q; want 2 and the usage", code, out)
+	for _, args := range [][]string{{"only-one-arg"}, {img, ""}, {"", tempDir(t)}, {"--bogus", img, tempDir(t)}} {
+		// In a directory of its own: an empty path means the working
+		// directory to mount(2), and older versions mounted over it.
+		out, code := runIn(t, tempDir(t), bin("vhdmount"), args...)
+		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "see 'vhdmount --help'") {
+			t.Errorf("%q: exit %d, output %q; want 2 and one line pointing at --help", args, code, out)
+		}
+	}
+	if out, code := run(t, bin("vhdmount"), "--help"); code != 0 || !strings.HasPrefix(out, "usage: vhdmount") {
+		t.Errorf("--help: exit %d, output %q", code, out)
+	}
+}
+
+// TestLockHolder: mounting read-write an image whose chain a live writable
+// mount holds fails at once and names that mount, in both directions (the
+// parent of a mounted child, the child of a mounted parent).
+func TestLockHolder(t *testing.T) {
+	requireMount(t)
+	dir := tempDir(t)
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	mustRun(t, bin("vhd"), "create", base, "16M")
+	mustRun(t, bin("vhd"), "create", "--parent", base, child)
+	for _, c := range []struct{ held, wanted string }{{child, base}, {base, child}} {
+		m := mountImage(t, c.held)
+		start := time.Now()
+		out, code := run(t, bin("vhdmount"), c.wanted, tempDir(t))
+		if code != 1 || !strings.Contains(out, "in use by the mount at "+m.dir) {
+			t.Errorf("mounting %s while %s is mounted: exit %d, %q; want 1 naming %s", filepath.Base(c.wanted), filepath.Base(c.held), code, out, m.dir)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("took %v to fail", d)
+		}
+		m.unmount(t)
+	}
+	// umount returns while the server may still be syncing: a mount right
+	// after it waits for the lock rather than failing.
+	for range 3 {
+		first, second := tempDir(t), tempDir(t)
+		mustRun(t, bin("vhdmount"), child, first)
+		srv := adoptDaemon(t, first)
+		mustRun(t, "umount", first)
+		mustRun(t, bin("vhdmount"), child, second)
+		waitGone(t, srv.pid)
+		adoptDaemon(t, second).unmount(t)
 	}
 }
 
@@ -367,17 +416,7 @@ func (d *detached) unmount(t *testing.T, cmd ...string) {
 
 // serverPid finds the vhdmount process serving dir.
 func serverPid(dir string) int {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		var pid int
-		if _, err := fmtSscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	for pid, args := range processes() {
 		if !strings.HasSuffix(args[0], "vhdmount") {
 			continue
 		}
@@ -394,7 +433,7 @@ func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(filepath.Join("/proc", itoa(pid), "stat"))
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 		if err != nil || strings.Contains(string(b), ") Z ") {
 			return
 		}
@@ -456,6 +495,25 @@ func TestReadOnly(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), "read-only") {
 				t.Errorf("open for write: %v, want EROFS", err)
+			}
+			m.unmount(t)
+			// The user asked for a writable mount of a read-only file: one
+			// line says it is read-only, in the foreground and detached.
+			hasNotice := func(out string) bool {
+				return strings.Contains(out, "is not writable (") && strings.Contains(out, "): mounting read-only")
+			}
+			if got := hasNotice(m.out.String()); got != (c.args == nil) {
+				t.Errorf("foreground output %q: read-only notice shown: %v", m.out, got)
+			}
+			if c.args == nil {
+				dir := tempDir(t)
+				out, code := run(t, bin("vhdmount"), c.image, dir)
+				if code != 0 || strings.Count(out, "\n") != 1 || !hasNotice(out) {
+					t.Errorf("detached: exit %d, output %q; want 0 and the one-line notice", code, out)
+				}
+				if code == 0 {
+					adoptDaemon(t, dir).unmount(t)
+				}
 			}
 		})
 	}
