@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vhdmount/vhdmount/internal/mountinfo"
 	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
@@ -615,54 +617,210 @@ func TestWithoutFusermount(t *testing.T) {
 }
 
 // TestUnprivilegedUser: an ordinary user mounts through fusermount3, reads
-// disk.raw, and unmounts with fusermount3 -u.
+// disk.raw, and unmounts with fusermount3 -u. fusermount3 opens /dev/fuse
+// as that user, and some machines (containers) make it 0600: the test runs
+// in a private mount namespace whose /dev/fuse is a node of its own, mode
+// 0666, and never changes the host's.
 func TestUnprivilegedUser(t *testing.T) {
 	requireMount(t)
-	for _, tool := range []string{"setpriv", "fusermount3"} {
-		_, err := exec.LookPath(tool)
-		testenv.Require(t, err == nil, tool+" is not installed")
-	}
-	// fusermount3 opens /dev/fuse as the calling user: stock systems make it
-	// 0666; some containers leave it 0600. Open it up for this test only.
-	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
-		mode := fi.Mode().Perm()
-		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-			testenv.Require(t, false, "/dev/fuse is not usable by other users and cannot be changed: "+err.Error())
-		}
-		t.Cleanup(func() { os.Chmod("/dev/fuse", mode) })
-	}
-	const nobody = "65534"
-	as := func(args ...string) *exec.Cmd {
-		return exec.Command("setpriv", append([]string{"--reuid=" + nobody, "--regid=" + nobody, "--clear-groups", "--"}, args...)...)
-	}
+	ns := newPrivateFuse(t, 0o666)
 	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := tempDir(t)
-	os.Chown(home, 65534, 65534)
-	os.Chmod(home, 0o755)
+	home := nobodyHome(t)
 	img := filepath.Join(home, "user.vhd")
 	os.WriteFile(img, src, 0o644)
-	os.Chown(img, 65534, 65534)
+	os.Chown(img, nobody, nobody)
 	mnt := filepath.Join(home, "mnt")
 	os.Mkdir(mnt, 0o755)
-	os.Chown(mnt, 65534, 65534)
-	if out, err := as(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
+	os.Chown(mnt, nobody, nobody)
+	if out, err := ns.asNobody(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("vhdmount as nobody: %v: %s", err, out)
 	}
-	srv := adoptDaemon(t, mnt)
-	m, _ := mountedAt(mnt)
-	if !strings.Contains(m.Source, "user.vhd") {
-		t.Errorf("mount source %q", m.Source)
+	pid := serverPid(mnt)
+	if pid == 0 {
+		t.Errorf("no server process found for %s", mnt)
 	}
-	out, err := as("sha256sum", filepath.Join(mnt, "disk.raw")).CombinedOutput()
+	ns.checkHostFuse(t)
+	m, ok := ns.mountedAt(mnt)
+	if !ok {
+		t.Fatalf("%s is not mounted in the private namespace", mnt)
+	}
+	if !strings.Contains(m.Source, "user.vhd") || m.FSType != "fuse.vhdmount" {
+		t.Errorf("mount source %q type %q", m.Source, m.FSType)
+	}
+	if _, ok := mountedAt(mnt); ok {
+		t.Errorf("%s is mounted in the host's namespace too", mnt)
+	}
+	out, err := ns.asNobody("sha256sum", filepath.Join(mnt, "disk.raw")).CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "870be7ae") {
 		t.Errorf("sha256sum as nobody: %v: %s", err, out)
 	}
-	fi, err := os.Lstat(mnt) // root may stat the mount point itself
-	if err == nil && fi.Sys().(*syscall.Stat_t).Uid != 65534 {
-		t.Errorf("mount root owned by %d, want the mounting user", fi.Sys().(*syscall.Stat_t).Uid)
+	// Only the mounting user may look into the mount (no allow_other), not even root.
+	out, err = ns.asNobody("stat", "-c", "%u", mnt).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(nobody) {
+		t.Errorf("mount root owned by %q (%v), want the mounting user", out, err)
 	}
-	srv.unmount(t, "setpriv", "--reuid="+nobody, "--regid="+nobody, "--clear-groups", "--", "fusermount3", "-u", mnt)
+	if out, err := ns.asNobody("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+		t.Errorf("fusermount3 -u as nobody: %v: %s", err, out)
+	}
+	if pid != 0 {
+		waitGone(t, pid)
+	}
+	if _, ok := ns.mountedAt(mnt); ok {
+		t.Errorf("%s still mounted after fusermount3 -u", mnt)
+	}
+}
+
+// TestFusermountFailure: when fusermount3 refuses to mount, a detached
+// vhdmount prints fusermount3's own reason and a hint, not only "exited
+// with code 256".
+func TestFusermountFailure(t *testing.T) {
+	requireMount(t)
+	ns := newPrivateFuse(t, 0o600)
+	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := nobodyHome(t)
+	img := filepath.Join(home, "user.vhd")
+	os.WriteFile(img, src, 0o644)
+	os.Chown(img, nobody, nobody)
+	mnt := filepath.Join(home, "mnt")
+	os.Mkdir(mnt, 0o755)
+	os.Chown(mnt, nobody, nobody)
+	try := func(want []string, args ...string) {
+		t.Helper()
+		for _, fg := range [][]string{nil, {"-f"}} {
+			out, err := ns.asNobody(append(append([]string{bin("vhdmount")}, fg...), append(args, img, mnt)...)...).CombinedOutput()
+			if _, ok := ns.mountedAt(mnt); ok {
+				ns.asNobody("fusermount3", "-u", mnt).Run()
+				t.Fatalf("vhdmount %v mounted", args)
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.Count(string(out), "\n") != 1 {
+				t.Errorf("vhdmount %v %v: %v: %q; want exit 1 and one line", fg, args, err, out)
+			}
+			for _, w := range want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("vhdmount %v %v: %q lacks %q", fg, args, out, w)
+				}
+			}
+		}
+	}
+	// /dev/fuse is 0600 root: fusermount3 cannot open it for nobody.
+	try([]string{"fusermount3: failed to open /dev/fuse: Permission denied", "hint: /dev/fuse (mode 0600) must be readable and writable"})
+	// allow_other without user_allow_other in (this namespace's empty) /etc/fuse.conf.
+	conf := filepath.Join(tempDir(t), "fuse.conf")
+	os.WriteFile(conf, nil, 0o644)
+	ns.setup(t, fmt.Sprintf("chmod 0666 /dev/fuse && touch /etc/fuse.conf && mount --bind %s /etc/fuse.conf", conf))
+	try([]string{"user_allow_other", "hint: allow_other needs the line user_allow_other in /etc/fuse.conf"}, "-o", "allow_other")
+	ns.checkHostFuse(t)
+}
+
+// nobody is the uid and gid the unprivileged tests run as.
+const nobody = 65534
+
+// nobodyHome makes a temp dir that nobody can use.
+func nobodyHome(t *testing.T) string {
+	t.Helper()
+	home := tempDir(t)
+	os.Chown(home, nobody, nobody)
+	os.Chmod(home, 0o755)
+	return home
+}
+
+// privateFuse is a private mount namespace, held open by a process of its
+// own, in which /dev/fuse is a device node made for the test (on a tmpfs,
+// bind-mounted over it). Commands run in it through nsenter; the host's
+// mount table and its /dev/fuse stay as they were.
+type privateFuse struct {
+	holder   *exec.Cmd
+	ns       string      // the namespace's /proc/PID/ns/mnt link
+	hostMode os.FileMode // the host's /dev/fuse mode before the test
+}
+
+func newPrivateFuse(t *testing.T, mode os.FileMode) *privateFuse {
+	t.Helper()
+	for _, tool := range []string{"unshare", "nsenter", "setpriv", "fusermount3", "mknod"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" is not installed")
+	}
+	fi, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &privateFuse{hostMode: fi.Mode()}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	p.holder = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sleep", "3600")
+	if err := p.holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.close(t) })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		p.ns, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.holder.Process.Pid))
+		if p.ns != "" && p.ns != self {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare --mount did not make a namespace within 10s")
+		}
+	}
+	dev := tempDir(t)
+	p.setup(t, fmt.Sprintf("mount -t tmpfs -o mode=0755,size=64k vhdmount-test %[1]s && mknod -m %04[2]o %[1]s/fuse c 10 229 && mount --bind %[1]s/fuse /dev/fuse", dev, mode.Perm()))
+	p.checkHostFuse(t)
+	return p
+}
+
+// command runs in the namespace as root.
+func (p *privateFuse) command(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(p.holder.Process.Pid), "-m", "--"}, args...)...)
+}
+
+// asNobody runs in the namespace as uid and gid 65534.
+func (p *privateFuse) asNobody(args ...string) *exec.Cmd {
+	return p.command(append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...)
+}
+
+// setup runs a shell command in the namespace as root.
+func (p *privateFuse) setup(t *testing.T, script string) {
+	t.Helper()
+	if out, err := p.command("sh", "-ec", script).CombinedOutput(); err != nil {
+		t.Fatalf("in the private namespace: %s: %v\n%s", script, err, out)
+	}
+}
+
+// mountedAt looks dir up in the namespace's mount table.
+func (p *privateFuse) mountedAt(dir string) (mountinfo.Mount, bool) {
+	ms, _ := mountinfo.ListPid(p.holder.Process.Pid)
+	for _, m := range ms {
+		if m.Point == dir {
+			return m, true
+		}
+	}
+	return mountinfo.Mount{}, false
+}
+
+// checkHostFuse fails the test if the host's /dev/fuse changed mode.
+func (p *privateFuse) checkHostFuse(t *testing.T) {
+	t.Helper()
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode() != p.hostMode {
+		t.Errorf("the host's /dev/fuse changed: %v, %v; was %v", fi.Mode(), err, p.hostMode)
+	}
+}
+
+// close kills every process left in the namespace (the holder, a server
+// the test did not unmount), which ends the namespace and its mounts.
+func (p *privateFuse) close(t *testing.T) {
+	t.Helper()
+	for pid := range processes() {
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); ns == p.ns && pid != p.holder.Process.Pid {
+			t.Errorf("process %d still running in the private namespace; killing it", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	p.holder.Process.Kill()
+	p.holder.Wait()
+	p.checkHostFuse(t)
 }
