@@ -385,28 +385,37 @@ func TestVhdimountReadsOurChain(t *testing.T) {
 }
 
 // TestDemo runs `make demo`, the README's main-job command, and checks it
-// reports success and leaves nothing behind.
+// reports success and leaves nothing behind: no mount, no server, no file
+// in its TMPDIR (the demo's own, so nothing else on the machine counts).
 func TestDemo(t *testing.T) {
 	requireMount(t)
 	_, err := exec.LookPath("make")
 	testenv.Require(t, err == nil, "make is not installed")
-	before := len(mounts())
+	tmp := tempDir(t)
 	cmd := exec.Command("make", "--no-print-directory", "demo")
 	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("make demo: %v\n%s", err, out)
 	}
-	for _, want := range []string{"child sees: changed in the child", "base.vhd is byte for byte unchanged", "no problems found (2 image(s)", "demo done"} {
+	for _, want := range []string{"vhdmount demo in " + tmp + "/vhdmount-demo.", "child sees: changed in the child", "base.vhd is byte for byte unchanged", "no problems found (2 image(s)", "demo done"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
-	if after := len(mounts()); after != before {
-		t.Errorf("%d mounts before the demo, %d after", before, after)
+	for _, m := range mounts() {
+		if strings.HasPrefix(m.Point, tmp+"/") {
+			t.Errorf("demo left %s mounted", m.Point)
+		}
 	}
-	if m, _ := filepath.Glob("/tmp/vhdmount-demo.*"); len(m) > 0 {
-		t.Errorf("demo left %v", m)
+	for pid, args := range processes() {
+		if strings.Contains(strings.Join(args, " "), tmp+"/") {
+			t.Errorf("demo left process %d running: %q", pid, args)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("demo left %d entries in its TMPDIR, %s", len(left), left[0].Name())
 	}
 }
 
