@@ -540,13 +540,21 @@ func TestMountHelper(t *testing.T) {
 		}
 		t.Cleanup(func() { os.Remove(installed) })
 	}
-	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail")
+	// log=FILE passes through mount.fuse3 as an fstab line would give it.
+	logFile := filepath.Join(tempDir(t), "vhdmount.log")
+	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail,log="+logFile)
 	srv := adoptDaemon(t, dir)
 	if m, _ := mountedAt(dir); !strings.HasPrefix(m.Options, "ro") {
 		t.Errorf("options %q, want ro", m.Options)
 	}
 	checkExt2Sum(t, dir)
 	srv.unmount(t)
+	b, _ := os.ReadFile(logFile)
+	tag := fmt.Sprintf(" vhdmount[%d]: ", srv.pid)
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 2 ||
+		!strings.Contains(lines[0], tag+img+" mounted at "+dir) || !strings.Contains(lines[1], tag+img+" unmounted from "+dir+"; exit status 0") {
+		t.Errorf("log file, want the mount and the unmount:\n%s", b)
+	}
 }
 
 // TestSeekHole: SEEK_DATA/SEEK_HOLE on disk.raw follow the allocation of a

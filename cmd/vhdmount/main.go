@@ -127,6 +127,7 @@ func runDetached(c *config) int {
 	return serve(c, rep, func(err error) {
 		rep.remove(early)
 		if err == nil {
+			rep.Note("%s mounted at %s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName))
 			early.WriteString(readyOK)
 		}
 		io.WriteString(ready, early.String())
@@ -183,6 +184,7 @@ func serve(c *config, rep *reporter, ready func(error)) int {
 		rep.Printf("%v", err)
 		code = exitFail
 	}
+	rep.Note("%s unmounted from %s; exit status %d", c.image, c.mountpoint, code)
 	return code
 }
 

@@ -49,6 +49,16 @@ func (r *reporter) Printf(format string, args ...any) {
 	}
 }
 
+// Note writes a message to the --log file only: that a detached server
+// mounted and when it ended, which nobody else is told.
+func (r *reporter) Note(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.file != nil {
+		fmt.Fprintf(r.file, "%s vhdmount[%d]: %s\n", time.Now().UTC().Format(time.RFC3339), os.Getpid(), fmt.Sprintf(format, args...))
+	}
+}
+
 // Write makes the reporter a log.Logger output (go-fuse logs through it).
 func (r *reporter) Write(p []byte) (int, error) {
 	r.Printf("%s", p)
