@@ -41,15 +41,30 @@ lint: $(STATICCHECK)
 		echo "bare panic( in format/ or vhdfs/: return an error instead"; exit 1; fi
 
 # Integration tests run the built binaries against real mounts; -p 1 keeps
-# output live and ordered. check-mounts fails if any mount was left behind.
+# output live and ordered. They run with TMPDIR set to a directory of their
+# own, and check-mounts fails if anything of theirs is left there: a mount,
+# a vhdmount server, a file. Mounts of anything else on the machine (another
+# run, the user's own) do not count.
 integration:
 	$(GO) test -c -o $(BIN)/integration.test ./integration
-	./$(BIN)/integration.test -test.v -test.count=1 -test.timeout 30m
-	@$(MAKE) --no-print-directory check-mounts
+	@tmp=$$(mktemp -d /tmp/vhdmount-integration.XXXXXX) && chmod 755 $$tmp && \
+	TMPDIR=$$tmp ./$(BIN)/integration.test -test.v -test.count=1 -test.timeout 30m; rc=$$?; \
+	$(MAKE) --no-print-directory check-mounts IT_TMPDIR=$$tmp || rc=1; \
+	rmdir $$tmp 2>/dev/null || { echo "the integration tests left files in $$tmp:"; ls -A $$tmp; rc=1; }; \
+	exit $$rc
 
+# check-mounts IT_TMPDIR=DIR: nothing is mounted under DIR and no vhdmount
+# server names it (/proc/*/cmdline). DIR must be given: it is the run's.
 check-mounts:
-	@left=$$(awk '$$3 ~ /^fuse/ && $$1 ~ /vhd/ {print $$2}' /proc/mounts); \
+	@test -n "$(IT_TMPDIR)" || { echo "check-mounts: give the run's directory: make check-mounts IT_TMPDIR=DIR"; exit 2; }
+	@left=$$(awk -v d="$(IT_TMPDIR)/" 'index($$2, d) == 1 {print $$2}' /proc/self/mounts); \
 	if [ -n "$$left" ]; then echo "mounts left behind: $$left"; exit 1; fi
+	@for c in /proc/[0-9]*/cmdline; do \
+		argv0=$$(head -z -n1 $$c 2>/dev/null | tr -d '\0'); \
+		case "$$argv0" in vhdmount|*/vhdmount) ;; *) continue;; esac; \
+		args=$$(tr '\0' ' ' < $$c 2>/dev/null); \
+		case "$$args" in *" $(IT_TMPDIR)/"*) echo "server left running: $${c%/cmdline}: $$args"; exit 1;; esac; \
+	done
 
 demo: build
 	./scripts/demo.sh

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,25 +23,45 @@ import (
 // binDir holds the binaries built for this run.
 var binDir string
 
+// runDir holds every file and directory this run makes: TestMain points
+// TMPDIR at it, so temp dirs, unpacked corpus files and the demo's work dir
+// land there, and leftovers are those of this run, not of another run or
+// another user's mounts on the same machine.
+var runDir string
+
 func TestMain(m *testing.M) {
 	code := func() int {
-		dir, err := os.MkdirTemp("", "vhdmount-bin-")
+		dir, err := os.MkdirTemp("", tempPrefix+"run-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
 		os.Chmod(dir, 0o755) // an unprivileged user runs these too
-		binDir = dir
+		runDir = dir
+		defer func() {
+			if err := os.RemoveAll(runDir); err != nil {
+				fmt.Fprintf(os.Stderr, "removing %s: %v\n", runDir, err)
+			}
+		}()
+		os.Setenv("TMPDIR", runDir)
+		binDir = filepath.Join(runDir, "bin")
 		for _, c := range []string{"vhd", "vhdmount"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c)
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, c), "./cmd/"+c)
 			cmd.Dir = repoRoot()
 			if out, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "building %s: %v\n%s", c, err, out)
 				return 1
 			}
 		}
+		os.Chmod(binDir, 0o755)
 		code := m.Run()
+		if left := leftoverServers(); len(left) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: vhdmount servers left running by the tests: %v\n", left)
+			for _, pid := range left {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			code = 1
+		}
 		if left := leftoverMounts(); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "FAIL: mounts left behind by the tests: %v\n", left)
 			for _, m := range left {
@@ -52,9 +73,9 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "FAIL: loop devices left behind by the tests: %v\n", left)
 			code = 1
 		}
+		testenv.Cleanup()
 		return code
 	}()
-	testenv.Cleanup()
 	os.Exit(code)
 }
 
@@ -72,21 +93,61 @@ func repoRoot() string {
 	}
 }
 
-// tempPrefix marks every directory the tests make, so leftovers can be found.
+// tempPrefix marks every directory the tests make.
 const tempPrefix = "vhdmount-it-"
 
-// leftoverMounts lists mounts on directories these tests made.
-func leftoverMounts() []string {
+// ownMounts lists the mounts on directories of this run.
+func ownMounts() []string {
 	var out []string
 	for _, m := range mounts() {
-		if strings.Contains(m.Point, tempPrefix) {
+		if strings.HasPrefix(m.Point, runDir+"/") {
 			out = append(out, m.Point)
 		}
 	}
 	return out
 }
 
-// leftoverLoops lists loop devices backed by files these tests made.
+// leftoverMounts lists mounts on directories this run made.
+func leftoverMounts() []string { return ownMounts() }
+
+// leftoverServers lists the vhdmount processes still serving something of
+// this run (in any mount namespace), after giving servers that are
+// shutting down a few seconds to exit.
+func leftoverServers() []int {
+	var pids []int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		pids = pids[:0]
+		for pid, args := range processes() {
+			if strings.HasSuffix(args[0], "vhdmount") && strings.Contains(strings.Join(args, " "), runDir) {
+				pids = append(pids, pid)
+			}
+		}
+		if len(pids) == 0 || time.Now().After(deadline) {
+			return pids
+		}
+	}
+}
+
+// processes returns the argv of every running process by pid (zombies,
+// whose argv is empty, are left out).
+func processes() map[int][]string {
+	out := map[int][]string{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		out[pid] = strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	}
+	return out
+}
+
+// leftoverLoops lists loop devices backed by files this run made.
 func leftoverLoops() []string {
 	out, err := exec.Command("losetup", "-l", "-n", "-O", "NAME,BACK-FILE").Output()
 	if err != nil {
@@ -94,7 +155,7 @@ func leftoverLoops() []string {
 	}
 	var left []string
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.Contains(line, tempPrefix) {
+		if strings.Contains(line, runDir+"/") {
 			left = append(left, strings.TrimSpace(line))
 		}
 	}
@@ -142,9 +203,16 @@ func bin(name string) string { return filepath.Join(binDir, name) }
 // run runs a binary and returns its combined output and exit code.
 func run(t *testing.T, name string, args ...string) (string, int) {
 	t.Helper()
+	return runIn(t, "", name, args...)
+}
+
+// runIn is run with the working directory dir ("" for the test's).
+func runIn(t *testing.T, dir, name string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err := cmd.Run()

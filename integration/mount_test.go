@@ -6,18 +6,22 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vhdmount/vhdmount/internal/mountinfo"
 	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
@@ -245,7 +249,7 @@ func TestConcurrentReads(t *testing.T) {
 					return
 				}
 				if !bytes.Equal(buf, want[off:off+int64(n)]) {
-					errs <- "mismatch at " + string(rune(off))
+					errs <- fmt.Sprintf("%d bytes at %d differ from the expected disk", n, off)
 					return
 				}
 			}
@@ -269,7 +273,7 @@ func TestBadUse(t *testing.T) {
 	b, _ := os.ReadFile(img)
 	inUse := filepath.Join(tempDir(t), "inuse.vhd")
 	os.WriteFile(inUse, b, 0o644)
-	mountImage(t, inUse)
+	holder := mountImage(t, inUse)
 	cases := []struct {
 		name, image, mnt, want string
 	}{
@@ -277,11 +281,12 @@ func TestBadUse(t *testing.T) {
 		{"missing mountpoint", img, "/nonexistent/mnt", "mountpoint"},
 		{"already mounted", img, busy.dir, "already a mount point"},
 		{"not a VHD", notVHD, tempDir(t), "not a VHD"},
-		{"image mounted read-write elsewhere", inUse, tempDir(t), "image in use"},
+		{"image mounted read-write elsewhere", inUse, tempDir(t), "image in use by the mount at " + holder.dir},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := len(mounts())
+			before := ownMounts()
+			start := time.Now()
 			out, code := run(t, bin("vhdmount"), c.image, c.mnt)
 			if code != 1 {
 				t.Errorf("exit %d, want 1", code)
@@ -289,14 +294,60 @@ func TestBadUse(t *testing.T) {
 			if !strings.Contains(out, c.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 				t.Errorf("output %q: want one line containing %q", out, c.want)
 			}
-			if after := len(mounts()); after != before {
-				t.Errorf("%d mounts before, %d after", before, after)
+			// Only a server shutting down after umount is waited for; a
+			// live mount holding the image is named at once.
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %v to fail", d)
+			}
+			if after := ownMounts(); len(after) != len(before) {
+				t.Errorf("mounts of this run: %v before, %v after", before, after)
 			}
 		})
 	}
-	out, code := run(t, bin("vhdmount"), "only-one-arg")
-	if code != 2 || !strings.Contains(out, "usage:") {
-		t.Errorf("one argument: exit %d, output %q; want 2 and the usage", code, out)
+	for _, args := range [][]string{{"only-one-arg"}, {img, ""}, {"", tempDir(t)}, {"--bogus", img, tempDir(t)}} {
+		// In a directory of its own: an empty path means the working
+		// directory to mount(2), and older versions mounted over it.
+		out, code := runIn(t, tempDir(t), bin("vhdmount"), args...)
+		if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "see 'vhdmount --help'") {
+			t.Errorf("%q: exit %d, output %q; want 2 and one line pointing at --help", args, code, out)
+		}
+	}
+	if out, code := run(t, bin("vhdmount"), "--help"); code != 0 || !strings.HasPrefix(out, "usage: vhdmount") {
+		t.Errorf("--help: exit %d, output %q", code, out)
+	}
+}
+
+// TestLockHolder: mounting read-write an image whose chain a live writable
+// mount holds fails at once and names that mount, in both directions (the
+// parent of a mounted child, the child of a mounted parent).
+func TestLockHolder(t *testing.T) {
+	requireMount(t)
+	dir := tempDir(t)
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	mustRun(t, bin("vhd"), "create", base, "16M")
+	mustRun(t, bin("vhd"), "create", "--parent", base, child)
+	for _, c := range []struct{ held, wanted string }{{child, base}, {base, child}} {
+		m := mountImage(t, c.held)
+		start := time.Now()
+		out, code := run(t, bin("vhdmount"), c.wanted, tempDir(t))
+		if code != 1 || !strings.Contains(out, "in use by the mount at "+m.dir) {
+			t.Errorf("mounting %s while %s is mounted: exit %d, %q; want 1 naming %s", filepath.Base(c.wanted), filepath.Base(c.held), code, out, m.dir)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("took %v to fail", d)
+		}
+		m.unmount(t)
+	}
+	// umount returns while the server may still be syncing: a mount right
+	// after it waits for the lock rather than failing.
+	for range 3 {
+		first, second := tempDir(t), tempDir(t)
+		mustRun(t, bin("vhdmount"), child, first)
+		srv := adoptDaemon(t, first)
+		mustRun(t, "umount", first)
+		mustRun(t, bin("vhdmount"), child, second)
+		waitGone(t, srv.pid)
+		adoptDaemon(t, second).unmount(t)
 	}
 }
 
@@ -367,17 +418,7 @@ func (d *detached) unmount(t *testing.T, cmd ...string) {
 
 // serverPid finds the vhdmount process serving dir.
 func serverPid(dir string) int {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		var pid int
-		if _, err := fmtSscan(e.Name(), &pid); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	for pid, args := range processes() {
 		if !strings.HasSuffix(args[0], "vhdmount") {
 			continue
 		}
@@ -394,7 +435,7 @@ func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(filepath.Join("/proc", itoa(pid), "stat"))
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 		if err != nil || strings.Contains(string(b), ") Z ") {
 			return
 		}
@@ -457,6 +498,25 @@ func TestReadOnly(t *testing.T) {
 			if !strings.Contains(err.Error(), "read-only") {
 				t.Errorf("open for write: %v, want EROFS", err)
 			}
+			m.unmount(t)
+			// The user asked for a writable mount of a read-only file: one
+			// line says it is read-only, in the foreground and detached.
+			hasNotice := func(out string) bool {
+				return strings.Contains(out, "is not writable (") && strings.Contains(out, "): mounting read-only")
+			}
+			if got := hasNotice(m.out.String()); got != (c.args == nil) {
+				t.Errorf("foreground output %q: read-only notice shown: %v", m.out, got)
+			}
+			if c.args == nil {
+				dir := tempDir(t)
+				out, code := run(t, bin("vhdmount"), c.image, dir)
+				if code != 0 || strings.Count(out, "\n") != 1 || !hasNotice(out) {
+					t.Errorf("detached: exit %d, output %q; want 0 and the one-line notice", code, out)
+				}
+				if code == 0 {
+					adoptDaemon(t, dir).unmount(t)
+				}
+			}
 		})
 	}
 }
@@ -480,13 +540,21 @@ func TestMountHelper(t *testing.T) {
 		}
 		t.Cleanup(func() { os.Remove(installed) })
 	}
-	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail")
+	// log=FILE passes through mount.fuse3 as an fstab line would give it.
+	logFile := filepath.Join(tempDir(t), "vhdmount.log")
+	mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "ro,nofail,log="+logFile)
 	srv := adoptDaemon(t, dir)
 	if m, _ := mountedAt(dir); !strings.HasPrefix(m.Options, "ro") {
 		t.Errorf("options %q, want ro", m.Options)
 	}
 	checkExt2Sum(t, dir)
 	srv.unmount(t)
+	b, _ := os.ReadFile(logFile)
+	tag := fmt.Sprintf(" vhdmount[%d]: ", srv.pid)
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 2 ||
+		!strings.Contains(lines[0], tag+img+" mounted at "+dir) || !strings.Contains(lines[1], tag+img+" unmounted from "+dir+"; exit status 0") {
+		t.Errorf("log file, want the mount and the unmount:\n%s", b)
+	}
 }
 
 // TestSeekHole: SEEK_DATA/SEEK_HOLE on disk.raw follow the allocation of a
@@ -557,54 +625,210 @@ func TestWithoutFusermount(t *testing.T) {
 }
 
 // TestUnprivilegedUser: an ordinary user mounts through fusermount3, reads
-// disk.raw, and unmounts with fusermount3 -u.
+// disk.raw, and unmounts with fusermount3 -u. fusermount3 opens /dev/fuse
+// as that user, and some machines (containers) make it 0600: the test runs
+// in a private mount namespace whose /dev/fuse is a node of its own, mode
+// 0666, and never changes the host's.
 func TestUnprivilegedUser(t *testing.T) {
 	requireMount(t)
-	for _, tool := range []string{"setpriv", "fusermount3"} {
-		_, err := exec.LookPath(tool)
-		testenv.Require(t, err == nil, tool+" is not installed")
-	}
-	// fusermount3 opens /dev/fuse as the calling user: stock systems make it
-	// 0666; some containers leave it 0600. Open it up for this test only.
-	if fi, err := os.Stat("/dev/fuse"); err == nil && fi.Mode().Perm()&0o006 != 0o006 {
-		mode := fi.Mode().Perm()
-		if err := os.Chmod("/dev/fuse", 0o666); err != nil {
-			testenv.Require(t, false, "/dev/fuse is not usable by other users and cannot be changed: "+err.Error())
-		}
-		t.Cleanup(func() { os.Chmod("/dev/fuse", mode) })
-	}
-	const nobody = "65534"
-	as := func(args ...string) *exec.Cmd {
-		return exec.Command("setpriv", append([]string{"--reuid=" + nobody, "--regid=" + nobody, "--clear-groups", "--"}, args...)...)
-	}
+	ns := newPrivateFuse(t, 0o666)
 	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	home := tempDir(t)
-	os.Chown(home, 65534, 65534)
-	os.Chmod(home, 0o755)
+	home := nobodyHome(t)
 	img := filepath.Join(home, "user.vhd")
 	os.WriteFile(img, src, 0o644)
-	os.Chown(img, 65534, 65534)
+	os.Chown(img, nobody, nobody)
 	mnt := filepath.Join(home, "mnt")
 	os.Mkdir(mnt, 0o755)
-	os.Chown(mnt, 65534, 65534)
-	if out, err := as(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
+	os.Chown(mnt, nobody, nobody)
+	if out, err := ns.asNobody(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("vhdmount as nobody: %v: %s", err, out)
 	}
-	srv := adoptDaemon(t, mnt)
-	m, _ := mountedAt(mnt)
-	if !strings.Contains(m.Source, "user.vhd") {
-		t.Errorf("mount source %q", m.Source)
+	pid := serverPid(mnt)
+	if pid == 0 {
+		t.Errorf("no server process found for %s", mnt)
 	}
-	out, err := as("sha256sum", filepath.Join(mnt, "disk.raw")).CombinedOutput()
+	ns.checkHostFuse(t)
+	m, ok := ns.mountedAt(mnt)
+	if !ok {
+		t.Fatalf("%s is not mounted in the private namespace", mnt)
+	}
+	if !strings.Contains(m.Source, "user.vhd") || m.FSType != "fuse.vhdmount" {
+		t.Errorf("mount source %q type %q", m.Source, m.FSType)
+	}
+	if _, ok := mountedAt(mnt); ok {
+		t.Errorf("%s is mounted in the host's namespace too", mnt)
+	}
+	out, err := ns.asNobody("sha256sum", filepath.Join(mnt, "disk.raw")).CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "870be7ae") {
 		t.Errorf("sha256sum as nobody: %v: %s", err, out)
 	}
-	fi, err := os.Lstat(mnt) // root may stat the mount point itself
-	if err == nil && fi.Sys().(*syscall.Stat_t).Uid != 65534 {
-		t.Errorf("mount root owned by %d, want the mounting user", fi.Sys().(*syscall.Stat_t).Uid)
+	// Only the mounting user may look into the mount (no allow_other), not even root.
+	out, err = ns.asNobody("stat", "-c", "%u", mnt).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != strconv.Itoa(nobody) {
+		t.Errorf("mount root owned by %q (%v), want the mounting user", out, err)
 	}
-	srv.unmount(t, "setpriv", "--reuid="+nobody, "--regid="+nobody, "--clear-groups", "--", "fusermount3", "-u", mnt)
+	if out, err := ns.asNobody("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+		t.Errorf("fusermount3 -u as nobody: %v: %s", err, out)
+	}
+	if pid != 0 {
+		waitGone(t, pid)
+	}
+	if _, ok := ns.mountedAt(mnt); ok {
+		t.Errorf("%s still mounted after fusermount3 -u", mnt)
+	}
+}
+
+// TestFusermountFailure: when fusermount3 refuses to mount, a detached
+// vhdmount prints fusermount3's own reason and a hint, not only "exited
+// with code 256".
+func TestFusermountFailure(t *testing.T) {
+	requireMount(t)
+	ns := newPrivateFuse(t, 0o600)
+	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := nobodyHome(t)
+	img := filepath.Join(home, "user.vhd")
+	os.WriteFile(img, src, 0o644)
+	os.Chown(img, nobody, nobody)
+	mnt := filepath.Join(home, "mnt")
+	os.Mkdir(mnt, 0o755)
+	os.Chown(mnt, nobody, nobody)
+	try := func(want []string, args ...string) {
+		t.Helper()
+		for _, fg := range [][]string{nil, {"-f"}} {
+			out, err := ns.asNobody(append(append([]string{bin("vhdmount")}, fg...), append(args, img, mnt)...)...).CombinedOutput()
+			if _, ok := ns.mountedAt(mnt); ok {
+				ns.asNobody("fusermount3", "-u", mnt).Run()
+				t.Fatalf("vhdmount %v mounted", args)
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.Count(string(out), "\n") != 1 {
+				t.Errorf("vhdmount %v %v: %v: %q; want exit 1 and one line", fg, args, err, out)
+			}
+			for _, w := range want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("vhdmount %v %v: %q lacks %q", fg, args, out, w)
+				}
+			}
+		}
+	}
+	// /dev/fuse is 0600 root: fusermount3 cannot open it for nobody.
+	try([]string{"fusermount3: failed to open /dev/fuse: Permission denied", "hint: /dev/fuse (mode 0600) must be readable and writable"})
+	// allow_other without user_allow_other in (this namespace's empty) /etc/fuse.conf.
+	conf := filepath.Join(tempDir(t), "fuse.conf")
+	os.WriteFile(conf, nil, 0o644)
+	ns.setup(t, fmt.Sprintf("chmod 0666 /dev/fuse && touch /etc/fuse.conf && mount --bind %s /etc/fuse.conf", conf))
+	try([]string{"user_allow_other", "hint: allow_other needs the line user_allow_other in /etc/fuse.conf"}, "-o", "allow_other")
+	ns.checkHostFuse(t)
+}
+
+// nobody is the uid and gid the unprivileged tests run as.
+const nobody = 65534
+
+// nobodyHome makes a temp dir that nobody can use.
+func nobodyHome(t *testing.T) string {
+	t.Helper()
+	home := tempDir(t)
+	os.Chown(home, nobody, nobody)
+	os.Chmod(home, 0o755)
+	return home
+}
+
+// privateFuse is a private mount namespace, held open by a process of its
+// own, in which /dev/fuse is a device node made for the test (on a tmpfs,
+// bind-mounted over it). Commands run in it through nsenter; the host's
+// mount table and its /dev/fuse stay as they were.
+type privateFuse struct {
+	holder   *exec.Cmd
+	ns       string      // the namespace's /proc/PID/ns/mnt link
+	hostMode os.FileMode // the host's /dev/fuse mode before the test
+}
+
+func newPrivateFuse(t *testing.T, mode os.FileMode) *privateFuse {
+	t.Helper()
+	for _, tool := range []string{"unshare", "nsenter", "setpriv", "fusermount3", "mknod"} {
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" is not installed")
+	}
+	fi, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &privateFuse{hostMode: fi.Mode()}
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	p.holder = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sleep", "3600")
+	if err := p.holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.close(t) })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		p.ns, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.holder.Process.Pid))
+		if p.ns != "" && p.ns != self {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare --mount did not make a namespace within 10s")
+		}
+	}
+	dev := tempDir(t)
+	p.setup(t, fmt.Sprintf("mount -t tmpfs -o mode=0755,size=64k vhdmount-test %[1]s && mknod -m %04[2]o %[1]s/fuse c 10 229 && mount --bind %[1]s/fuse /dev/fuse", dev, mode.Perm()))
+	p.checkHostFuse(t)
+	return p
+}
+
+// command runs in the namespace as root.
+func (p *privateFuse) command(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(p.holder.Process.Pid), "-m", "--"}, args...)...)
+}
+
+// asNobody runs in the namespace as uid and gid 65534.
+func (p *privateFuse) asNobody(args ...string) *exec.Cmd {
+	return p.command(append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)...)
+}
+
+// setup runs a shell command in the namespace as root.
+func (p *privateFuse) setup(t *testing.T, script string) {
+	t.Helper()
+	if out, err := p.command("sh", "-ec", script).CombinedOutput(); err != nil {
+		t.Fatalf("in the private namespace: %s: %v\n%s", script, err, out)
+	}
+}
+
+// mountedAt looks dir up in the namespace's mount table.
+func (p *privateFuse) mountedAt(dir string) (mountinfo.Mount, bool) {
+	ms, _ := mountinfo.ListPid(p.holder.Process.Pid)
+	for _, m := range ms {
+		if m.Point == dir {
+			return m, true
+		}
+	}
+	return mountinfo.Mount{}, false
+}
+
+// checkHostFuse fails the test if the host's /dev/fuse changed mode.
+func (p *privateFuse) checkHostFuse(t *testing.T) {
+	t.Helper()
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode() != p.hostMode {
+		t.Errorf("the host's /dev/fuse changed: %v, %v; was %v", fi.Mode(), err, p.hostMode)
+	}
+}
+
+// close kills every process left in the namespace (the holder, a server
+// the test did not unmount), which ends the namespace and its mounts.
+func (p *privateFuse) close(t *testing.T) {
+	t.Helper()
+	for pid := range processes() {
+		if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); ns == p.ns && pid != p.holder.Process.Pid {
+			t.Errorf("process %d still running in the private namespace; killing it", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	p.holder.Process.Kill()
+	p.holder.Wait()
+	p.checkHostFuse(t)
 }

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -159,7 +161,9 @@ func TestFilesystemRoundTrip(t *testing.T) {
 }
 
 // TestFioVerify: fio writes with several jobs through the mount and verifies
-// every block with crc32c.
+// every block with crc32c. It runs in a temp dir (fio leaves
+// local-verify-*.state files in its working directory), and its JSON report
+// must show every job without error, all the data written and read back.
 func TestFioVerify(t *testing.T) {
 	requireMount(t)
 	_, err := exec.LookPath("fio")
@@ -168,14 +172,56 @@ func TestFioVerify(t *testing.T) {
 	img := filepath.Join(dir, "fio.vhd")
 	mustRun(t, bin("vhd"), "create", img, "128M")
 	m := mountImage(t, img)
-	out := mustRun(t, "fio", "--name=verify", "--filename="+m.file, "--rw=randwrite", "--bsrange=4k-256k",
-		"--numjobs=4", "--size=32M", "--offset_increment=32M", "--verify=crc32c", "--do_verify=1",
-		"--verify_fatal=1", "--ioengine=psync", "--group_reporting")
-	if !strings.Contains(out, "verify") || strings.Contains(out, "err=") && !strings.Contains(out, "err= 0") {
-		t.Errorf("fio output:\n%s", out)
+	const jobs, size = 4, 32 << 20
+	cmd := exec.Command("fio", "--name=verify", "--filename="+m.file, "--rw=randwrite", "--bsrange=4k-256k",
+		fmt.Sprintf("--numjobs=%d", jobs), fmt.Sprintf("--size=%d", size), fmt.Sprintf("--offset_increment=%d", size),
+		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--ioengine=psync", "--output-format=json")
+	cmd.Dir = tempDir(t)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fio: %v\n%s\n%s", err, stderr.String(), out)
+	}
+	if err := checkFioReport(out, jobs, size); err != nil {
+		t.Errorf("%v\nfio stderr: %s", err, stderr.String())
 	}
 	m.unmount(t)
 	checkClean(t, img)
+}
+
+// checkFioReport checks fio's JSON report of a verify run: jobs jobs, each
+// without error, each having written size bytes and read them all back.
+func checkFioReport(report []byte, jobs int, size int64) error {
+	// fio may print notes before the JSON object.
+	if i := bytes.IndexByte(report, '{'); i > 0 {
+		report = report[i:]
+	}
+	var r struct {
+		Jobs []struct {
+			Name  string `json:"jobname"`
+			Error int    `json:"error"`
+			Write struct {
+				Bytes int64 `json:"io_bytes"`
+			} `json:"write"`
+			Read struct {
+				Bytes int64 `json:"io_bytes"`
+			} `json:"read"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(report, &r); err != nil {
+		return fmt.Errorf("fio report: %v\n%s", err, report)
+	}
+	if len(r.Jobs) != jobs {
+		return fmt.Errorf("fio reports %d jobs, want %d", len(r.Jobs), jobs)
+	}
+	for i, j := range r.Jobs {
+		if j.Error != 0 || j.Write.Bytes != size || j.Read.Bytes != size {
+			return fmt.Errorf("fio job %d (%s): error %d, wrote %d bytes, verified %d; want 0, %d, %d",
+				i, j.Name, j.Error, j.Write.Bytes, j.Read.Bytes, size, size)
+		}
+	}
+	return nil
 }
 
 // TestKillDuringWrites kills the server with SIGKILL during a workload of
@@ -339,27 +385,178 @@ func TestVhdimountReadsOurChain(t *testing.T) {
 }
 
 // TestDemo runs `make demo`, the README's main-job command, and checks it
-// reports success and leaves nothing behind.
+// reports success and leaves nothing behind: no mount, no server, no file
+// in its TMPDIR (the demo's own, so nothing else on the machine counts).
 func TestDemo(t *testing.T) {
 	requireMount(t)
 	_, err := exec.LookPath("make")
 	testenv.Require(t, err == nil, "make is not installed")
-	before := len(mounts())
+	tmp := tempDir(t)
 	cmd := exec.Command("make", "--no-print-directory", "demo")
 	cmd.Dir = repoRoot()
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("make demo: %v\n%s", err, out)
 	}
-	for _, want := range []string{"child sees: changed in the child", "base.vhd is byte for byte unchanged", "no problems found (2 image(s)", "demo done"} {
+	for _, want := range []string{"vhdmount demo in " + tmp + "/vhdmount-demo.", "child sees: changed in the child", "base.vhd is byte for byte unchanged", "no problems found (2 image(s)", "demo done"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
-	if after := len(mounts()); after != before {
-		t.Errorf("%d mounts before the demo, %d after", before, after)
+	for _, m := range mounts() {
+		if strings.HasPrefix(m.Point, tmp+"/") {
+			t.Errorf("demo left %s mounted", m.Point)
+		}
 	}
-	if m, _ := filepath.Glob("/tmp/vhdmount-demo.*"); len(m) > 0 {
-		t.Errorf("demo left %v", m)
+	for pid, args := range processes() {
+		if strings.Contains(strings.Join(args, " "), tmp+"/") {
+			t.Errorf("demo left process %d running: %q", pid, args)
+		}
 	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("demo left %d entries in its TMPDIR, %s", len(left), left[0].Name())
+	}
+}
+
+// TestCheckFioReport: the check of fio's report fails on a verify error, on
+// data not read back, on a missing job, and on a report that is not JSON.
+func TestCheckFioReport(t *testing.T) {
+	job := func(errno int, w, r int64) string {
+		return fmt.Sprintf(`{"jobname":"verify","error":%d,"write":{"io_bytes":%d},"read":{"io_bytes":%d}}`, errno, w, r)
+	}
+	report := func(jobs ...string) []byte {
+		return []byte("fio: a note\n{\"jobs\":[" + strings.Join(jobs, ",") + "]}")
+	}
+	ok := job(0, 100, 100)
+	if err := checkFioReport(report(ok, ok), 2, 100); err != nil {
+		t.Errorf("a clean report: %v", err)
+	}
+	for name, r := range map[string][]byte{
+		"verify error (EILSEQ)": report(ok, job(84, 100, 40)),
+		"not all verified":      report(ok, job(0, 100, 60)),
+		"short write":           report(job(0, 80, 80), ok),
+		"a job missing":         report(ok),
+		"not JSON":              []byte("fio: verify failed"),
+	} {
+		if err := checkFioReport(r, 2, 100); err == nil {
+			t.Errorf("%s: passed", name)
+		}
+	}
+}
+
+// TestImageDeleted: deleting a writable image (and its directory) while it
+// is mounted makes the next fsync fail, and the server says the data is
+// lost and exits 1, instead of acknowledging writes that vanish.
+func TestImageDeleted(t *testing.T) {
+	requireMount(t)
+	dir := tempDir(t)
+	img := filepath.Join(dir, "gone.vhd")
+	mustRun(t, bin("vhd"), "create", img, "16M")
+	m := mountImage(t, img)
+	f, err := os.OpenFile(m.file, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(bytes.Repeat([]byte{1}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync before the image is deleted: %v", err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{2}, 4096), 1<<20); err != nil {
+		t.Logf("write after deletion: %v", err)
+	}
+	if err := f.Sync(); err == nil {
+		t.Error("fsync succeeded after the image was deleted")
+	}
+	f.Close()
+	if err := unmountRetry(m.dir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-m.done:
+		m.done <- nil // unmount at cleanup: nothing to wait for
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("server exit: %v, want status 1", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server did not exit within 20s of umount")
+	}
+	if out := m.out.String(); !strings.Contains(out, "DATA LOST") || !strings.Contains(out, img+" was deleted while mounted") {
+		t.Errorf("server output does not say the data is lost:\n%s", out)
+	}
+}
+
+// TestIOErrorReported: an I/O error after the mount is live (here the image
+// is truncated under it) is reported on stderr in the foreground, and in
+// the --log file (-o log=FILE) when detached.
+func TestIOErrorReported(t *testing.T) {
+	requireMount(t)
+	dir := tempDir(t)
+	img := filepath.Join(dir, "io.vhd")
+	mustRun(t, bin("vhd"), "create", img, "16M")
+	d, err := format.Open(img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WriteAt(bytes.Repeat([]byte{7}, 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(img)
+	full, _ := os.ReadFile(img)
+	damage := func() {
+		t.Helper()
+		if err := os.Truncate(img, fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll := func(path string) error {
+		_, err := os.ReadFile(path)
+		return err
+	}
+	restore := func() { os.WriteFile(img, full, 0o644) }
+
+	t.Run("foreground", func(t *testing.T) {
+		defer restore()
+		m := mountImage(t, img, "--ro")
+		damage()
+		if err := readAll(m.file); err == nil {
+			t.Fatal("reading a truncated image succeeded")
+		}
+		m.unmount(t)
+		if out := m.out.String(); !strings.Contains(out, "vhdmount: I/O error: ") || !strings.Contains(out, img) {
+			t.Errorf("stderr does not report the I/O error:\n%s", out)
+		}
+	})
+	t.Run("detached with -o log=FILE", func(t *testing.T) {
+		defer restore()
+		logFile := filepath.Join(tempDir(t), "vhdmount.log")
+		os.WriteFile(logFile, []byte("an earlier line\n"), 0o644)
+		mnt := tempDir(t)
+		mustRun(t, bin("vhdmount"), "-o", "ro,log="+logFile, img, mnt)
+		srv := adoptDaemon(t, mnt)
+		damage()
+		if err := readAll(filepath.Join(mnt, "disk.raw")); err == nil {
+			t.Fatal("reading a truncated image succeeded")
+		}
+		srv.unmount(t)
+		b, _ := os.ReadFile(logFile)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		ioErr := false
+		for _, l := range lines[1:] {
+			ioErr = ioErr || strings.Contains(l, fmt.Sprintf(" vhdmount[%d]: I/O error: ", srv.pid)) && strings.Contains(l, img)
+		}
+		if lines[0] != "an earlier line" || !ioErr {
+			t.Errorf("log file does not append the I/O error:\n%s", b)
+		}
+	})
 }

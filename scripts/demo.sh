@@ -7,7 +7,7 @@ BIN=$PWD/bin
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it mounts FUSE and loop devices)"; exit 1; }
 command -v mkfs.ext4 >/dev/null || { echo "demo: mkfs.ext4 not found (apt-get install e2fsprogs)"; exit 1; }
 
-work=$(mktemp -d /tmp/vhdmount-demo.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/vhdmount-demo.XXXXXX")
 mounts=()
 cleanup() {
 	for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -14,6 +15,7 @@ type config struct {
 	debug             bool
 	parent            string
 	ignoreChecksums   bool
+	logFile           string
 	help              bool
 }
 
@@ -31,18 +33,24 @@ Options (also accepted as -o opt1,opt2,... anywhere on the line):
                            user_allow_other in /etc/fuse.conf)
   -f, --foreground         stay in the foreground; SIGINT/SIGTERM unmount
   -d, --debug, -o debug    log every FUSE request (implies --foreground)
-  --parent PATH, -o parent=PATH
+  --parent PATH, --parent=PATH, -o parent=PATH
                            use PATH as IMAGE's parent instead of its locators
   --ignore-checksums, -o ignore_checksums
                            accept bad footer/header checksums (forces --ro)
+  --log FILE, --log=FILE, -o log=FILE
+                           also append what the server reports (I/O errors,
+                           failures at exit) to FILE; without it a detached
+                           server reports to syslog, a foreground one to
+                           stderr
   -h, --help               show this help
 
 Generic mount options (defaults, nofail, _netdev, noauto, user, dev, suid,
 exec and their negations, x-*) are accepted and ignored, so vhdmount works
 as 'mount -t fuse.vhdmount IMAGE MOUNTPOINT' and in /etc/fstab.
 
-Exit status: 0 mounted (or, with -f, unmounted cleanly); 1 the mount failed
-or the image could not be synced; 2 usage error.
+Exit status: 0 mounted (or, with -f, unmounted cleanly); 1 the mount failed,
+or the image could not be synced or was deleted or moved while mounted;
+2 usage error.
 `
 
 // ignoredMountOptions are generic mount(8)/fstab options with no meaning here.
@@ -55,7 +63,9 @@ var ignoredMountOptions = map[string]bool{
 }
 
 // parseArgs parses the command line. Options may come before, between or
-// after the two positional arguments.
+// after the two positional arguments. Every option it accepts is in
+// usageText, and every option usageText names is accepted (args_test.go
+// checks both).
 func parseArgs(args []string) (*config, error) {
 	c := &config{}
 	var pos []string
@@ -67,6 +77,10 @@ func parseArgs(args []string) (*config, error) {
 			}
 			i++
 			return args[i], nil
+		}
+		name, val, hasVal := strings.Cut(a, "=")
+		if !strings.HasPrefix(a, "--") || a == "--" {
+			name, val, hasVal = a, "", false
 		}
 		switch {
 		case a == "--":
@@ -80,32 +94,35 @@ func parseArgs(args []string) (*config, error) {
 			if err := c.mountOptions(v); err != nil {
 				return nil, err
 			}
-		case strings.HasPrefix(a, "-o") && !strings.HasPrefix(a, "--"):
+		case strings.HasPrefix(a, "-o"):
 			if err := c.mountOptions(a[2:]); err != nil {
 				return nil, err
 			}
-		case a == "--ro" || a == "-ro" || a == "-r":
+		case name == "--parent" || name == "--log":
+			v := val
+			if !hasVal {
+				var err error
+				if v, err = next(); err != nil {
+					return nil, err
+				}
+			}
+			if err := c.set(name[2:], v); err != nil {
+				return nil, err
+			}
+		case hasVal:
+			return nil, fmt.Errorf("option %s takes no value", name)
+		case a == "--ro":
 			c.ro = true
-		case a == "--rw" || a == "-w":
-			c.ro = false
-		case a == "--allow-other" || a == "-allow-other":
+		case a == "--allow-other":
 			c.allowOther = true
-		case a == "-f" || a == "--foreground" || a == "-fg":
+		case a == "-f" || a == "--foreground":
 			c.foreground = true
-		case a == "-d" || a == "--debug" || a == "-debug":
+		case a == "-d" || a == "--debug":
 			c.debug, c.foreground = true, true
 		case a == "--ignore-checksums":
 			c.ignoreChecksums, c.ro = true, true
-		case a == "-h" || a == "--help" || a == "-help":
+		case a == "-h" || a == "--help":
 			c.help = true
-		case a == "--parent" || a == "-parent":
-			v, err := next()
-			if err != nil {
-				return nil, err
-			}
-			c.parent = v
-		case strings.HasPrefix(a, "--parent="):
-			c.parent = strings.TrimPrefix(a, "--parent=")
 		case strings.HasPrefix(a, "-") && a != "-":
 			return nil, fmt.Errorf("unknown option %s", a)
 		default:
@@ -119,7 +136,29 @@ func parseArgs(args []string) (*config, error) {
 		return nil, fmt.Errorf("want IMAGE and MOUNTPOINT, got %d argument(s)", len(pos))
 	}
 	c.image, c.mountpoint = pos[0], pos[1]
+	// An empty path would mean the working directory to mount(2) and to
+	// filepath.Abs: refuse it rather than mount over where the user stands.
+	if c.image == "" {
+		return nil, errors.New("IMAGE is empty")
+	}
+	if c.mountpoint == "" {
+		return nil, errors.New("MOUNTPOINT is empty")
+	}
 	return c, nil
+}
+
+// set applies an option that takes a value.
+func (c *config) set(name, v string) error {
+	if v == "" {
+		return fmt.Errorf("option %s needs a non-empty value", name)
+	}
+	switch name {
+	case "parent":
+		c.parent = v
+	case "log":
+		c.logFile = v
+	}
+	return nil
 }
 
 // mountOptions applies a comma-separated -o list.
@@ -136,8 +175,10 @@ func (c *config) mountOptions(list string) error {
 			c.debug, c.foreground = true, true
 		case k == "ignore_checksums":
 			c.ignoreChecksums, c.ro = true, true
-		case k == "parent" && hasV:
-			c.parent = v
+		case (k == "parent" || k == "log") && hasV:
+			if err := c.set(k, v); err != nil {
+				return err
+			}
 		case ignoredMountOptions[k], strings.HasPrefix(k, "x-"), k == "comment":
 		default:
 			return fmt.Errorf("unknown mount option %q", o)

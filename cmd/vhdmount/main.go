@@ -27,24 +27,27 @@ import (
 // Exit codes, documented in docs/cli.md.
 const (
 	exitOK    = 0 // mounted; with -f: served and unmounted cleanly
-	exitFail  = 1 // could not mount, or the image could not be synced or closed
+	exitFail  = 1 // could not mount, or the image could not be synced or closed, or was deleted or moved while mounted
 	exitUsage = 2 // bad command line
 )
 
 // lockWait is how long a mount waits for an image that another process
-// holds for writing before giving up.
+// (not a live mount) holds for writing before giving up.
 const lockWait = 5 * time.Second
 
 // readyFDEnv marks the detached child; it reports readiness on file
 // descriptor 3 (the first of exec.Cmd.ExtraFiles).
 const readyFDEnv = "_VHDMOUNT_READY_FD"
 
+// readyOK ends what the detached child sends when the mount is live.
+const readyOK = "OK\n"
+
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	c, err := parseArgs(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "vhdmount: %v\n\n%s", err, usageText)
+		fmt.Fprintf(stderr, "vhdmount: %v; see 'vhdmount --help'\n", err)
 		return exitUsage
 	}
 	if c.help {
@@ -57,15 +60,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if !c.foreground {
 		return detach(c, stderr)
 	}
-	return serve(c, stderr, func(err error) {
+	rep := newReporter(stderr)
+	return serve(c, rep, func(err error) {
 		if err == nil {
-			fmt.Fprintf(stderr, "vhdmount: %s mounted at %s\n", c.image, filepath.Join(c.mountpoint, vhdfs.FileName))
+			rep.Printf("%s mounted at %s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName))
 		}
 	})
 }
 
 // detach re-executes vhdmount in a new session and waits until the child
-// reports that the mount is live (exit 0) or why it failed (exit 1).
+// reports that the mount is live (exit 0) or why it failed (exit 1). What
+// the child says before that (notices, the error) is printed here.
 func detach(c *config, stderr io.Writer) int {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -95,7 +100,8 @@ func detach(c *config, stderr io.Writer) int {
 	w.Close()
 	msg, _ := io.ReadAll(r)
 	r.Close()
-	if s := string(msg); s == "OK\n" {
+	if s, ok := strings.CutSuffix(string(msg), readyOK); ok {
+		fmt.Fprint(stderr, s)
 		cmd.Process.Release()
 		return exitOK
 	} else if s != "" {
@@ -108,37 +114,49 @@ func detach(c *config, stderr io.Writer) int {
 	return exitFail
 }
 
-// runDetached is the child side of detach: it serves, reporting readiness or
-// the failure on the inherited file descriptor 3.
+// runDetached is the child side of detach: it serves, reporting to syslog
+// (and the --log file), and sends what it reported before the mount went
+// live, then readyOK, on the inherited file descriptor 3.
 func runDetached(c *config) int {
 	ready := os.NewFile(3, "ready")
-	var logw io.Writer = io.Discard
+	early := &strings.Builder{}
+	rep := newReporter(early)
 	if sl, err := syslog.New(syslog.LOG_DAEMON|syslog.LOG_ERR, "vhdmount"); err == nil {
-		logw = sl
+		rep.add(sl)
 	}
-	log.SetOutput(logw)
-	errBuf := &strings.Builder{}
-	return serve(c, io.MultiWriter(logw, errBuf), func(err error) {
+	return serve(c, rep, func(err error) {
+		rep.remove(early)
 		if err == nil {
-			io.WriteString(ready, "OK\n")
-		} else {
-			io.WriteString(ready, errBuf.String())
+			rep.Note("%s mounted at %s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName))
+			early.WriteString(readyOK)
 		}
+		io.WriteString(ready, early.String())
 		ready.Close()
 	})
 }
 
-// serve checks the mountpoint, opens the image, mounts it, calls ready once
-// (with nil when the mount is live, else after printing the error), and
-// serves until unmounted or signalled.
-func serve(c *config, stderr io.Writer, ready func(error)) int {
+// serve opens the --log file, checks the mountpoint, opens the image,
+// mounts it, calls ready once (with nil when the mount is live, else after
+// reporting the error), and serves until unmounted or signalled.
+func serve(c *config, rep *reporter, ready func(error)) int {
+	defer rep.Close()
+	// go-fuse (and anything else using the log package) reports through rep.
+	log.SetFlags(0)
+	log.SetOutput(rep)
 	// Catch signals before the mount exists: one that arrives while
 	// mounting waits in the channel and unmounts as soon as it is live.
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	d, srv, err := mount(c)
+	if c.logFile != "" {
+		if err := rep.openLog(c.logFile); err != nil {
+			rep.Printf("%v", err)
+			ready(err)
+			return exitFail
+		}
+	}
+	d, srv, err := mount(c, rep)
 	if err != nil {
-		fmt.Fprintf(stderr, "vhdmount: %s\n", strings.TrimPrefix(err.Error(), "vhd: "))
+		rep.Printf("%s", strings.TrimPrefix(err.Error(), "vhd: "))
 		ready(err)
 		return exitFail
 	}
@@ -147,26 +165,31 @@ func serve(c *config, stderr io.Writer, ready func(error)) int {
 		for range sig {
 			if err := srv.Unmount(); err != nil {
 				// Busy (a process has a file open): detach lazily, as umount -l does.
-				lazyUnmount(c.mountpoint, stderr)
+				lazyUnmount(c.mountpoint, rep)
 			}
 		}
 	}()
 	srv.Wait()
 	signal.Stop(sig)
 	code := exitOK
-	if err := d.Sync(); err != nil {
-		fmt.Fprintf(stderr, "vhdmount: %v\n", err)
+	if err := d.Disk.Sync(); err != nil {
+		rep.Printf("%v", err)
+		code = exitFail
+	}
+	if gone := d.gone(); gone != "" {
+		rep.Printf("%s", gone)
 		code = exitFail
 	}
 	if err := d.Close(); err != nil {
-		fmt.Fprintf(stderr, "vhdmount: %v\n", err)
+		rep.Printf("%v", err)
 		code = exitFail
 	}
+	rep.Note("%s unmounted from %s; exit status %d", c.image, c.mountpoint, code)
 	return code
 }
 
 // mount validates the environment, opens the image and mounts it.
-func mount(c *config) (*format.Disk, *fuse.Server, error) {
+func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return nil, nil, fmt.Errorf("/dev/fuse is missing (load the fuse module, or pass --device /dev/fuse to the container): %v", err)
 	}
@@ -187,37 +210,64 @@ func mount(c *config) (*format.Disk, *fuse.Server, error) {
 		return nil, nil, fmt.Errorf("mountpoint %s is already a mount point; unmount it first", c.mountpoint)
 	}
 	ro := c.ro
-	if !ro && syscall.Access(c.image, 2 /* W_OK */) != nil {
-		if _, err := os.Stat(c.image); err == nil {
-			ro = true // a read-only image gives a read-only mount
+	if !ro {
+		if err := syscall.Access(c.image, 2 /* W_OK */); err != nil {
+			if _, serr := os.Stat(c.image); serr == nil {
+				// A read-only image gives a read-only mount; say so, as
+				// the user asked for a writable one.
+				ro = true
+				rep.Printf("%s is not writable (%v): mounting read-only", c.image, err)
+			}
 		}
 	}
 	opts := &format.Options{ReadOnly: ro, Parent: c.parent, IgnoreChecksums: c.ignoreChecksums}
 	d, err := format.Open(c.image, opts)
 	// umount returns before the previous server has synced and closed the
-	// image; give a server that is shutting down a moment to let go.
-	for deadline := time.Now().Add(lockWait); errors.Is(err, format.ErrLocked) && time.Now().Before(deadline); {
+	// image: give a server that is shutting down a moment to let go. A live
+	// mount will not let go: name it and fail at once.
+	for deadline := time.Now().Add(lockWait); errors.Is(err, format.ErrLocked); {
+		if at := lockHolder(c); at != "" {
+			return nil, nil, fmt.Errorf("%s: image in use by the mount at %s; unmount it first", c.image, at)
+		}
+		if time.Now().After(deadline) {
+			break
+		}
 		time.Sleep(50 * time.Millisecond)
 		d, err = format.Open(c.image, opts)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	abs, _ := filepath.Abs(c.image)
-	srv, err := vhdfs.Mount(mnt, d, vhdfs.Options{ReadOnly: ro, AllowOther: c.allowOther, Debug: c.debug, FsName: abs})
-	if err != nil {
-		d.Close()
-		return nil, nil, fmt.Errorf("mounting %s: %v", c.mountpoint, err)
+	w := &watchedDisk{Disk: d}
+	if !d.ReadOnly() {
+		if err := w.watch(c.image); err != nil {
+			d.Close()
+			return nil, nil, err
+		}
 	}
-	return d, srv, nil
+	abs, _ := filepath.Abs(c.image)
+	var srv *fuse.Server
+	helperSaid, err := captureStderr(func() error {
+		var err error
+		srv, err = vhdfs.Mount(mnt, w, vhdfs.Options{ReadOnly: ro, AllowOther: c.allowOther, Debug: c.debug, FsName: abs, Logf: rep.Printf})
+		return err
+	})
+	if err != nil {
+		w.Close()
+		return nil, nil, fmt.Errorf("mounting %s: %s", c.mountpoint, mountFailure(err, helperSaid, c))
+	}
+	if helperSaid != "" {
+		rep.Printf("%s", oneLine(helperSaid))
+	}
+	return w, srv, nil
 }
 
 // lazyUnmount detaches the mount even while files in it are open.
-func lazyUnmount(mnt string, stderr io.Writer) {
+func lazyUnmount(mnt string, rep *reporter) {
 	if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err == nil {
 		return
 	}
 	if out, err := exec.Command("fusermount3", "-u", "-z", mnt).CombinedOutput(); err != nil {
-		fmt.Fprintf(stderr, "vhdmount: unmounting %s: %v: %s\n", mnt, err, out)
+		rep.Printf("unmounting %s: %v: %s", mnt, err, oneLine(string(out)))
 	}
 }

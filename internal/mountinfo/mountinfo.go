@@ -6,8 +6,12 @@ package mountinfo
 import (
 	"bufio"
 	"os"
+	"strconv"
 	"strings"
 )
+
+// VhdmountType is the filesystem type of a vhdmount mount.
+const VhdmountType = "fuse.vhdmount"
 
 // Mount is one line of /proc/self/mountinfo.
 type Mount struct {
@@ -17,9 +21,27 @@ type Mount struct {
 	Source  string // e.g. the image path vhdmount gives as FsName
 }
 
+// ReadOnly reports whether the mount is read-only.
+func (m Mount) ReadOnly() bool {
+	for _, o := range strings.Split(m.Options, ",") {
+		if o == "ro" {
+			return true
+		}
+	}
+	return false
+}
+
 // List returns the mounts of this process's mount namespace.
-func List() ([]Mount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+func List() ([]Mount, error) { return read("/proc/self/mountinfo") }
+
+// ListPid returns the mounts of the mount namespace of process pid, which
+// may differ from this process's (unshare --mount).
+func ListPid(pid int) ([]Mount, error) {
+	return read("/proc/" + strconv.Itoa(pid) + "/mountinfo")
+}
+
+func read(path string) ([]Mount, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
