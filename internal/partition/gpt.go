@@ -47,10 +47,10 @@ func readGPT(r io.ReaderAt, size int64) (*Table, error) {
 		}
 	}
 	for _, ss := range sizes {
-		last := uint64(size)/uint64(ss) - 1
-		if last < 2 {
-			continue
+		if uint64(size)/uint64(ss) < 3 {
+			continue // no room for a backup header after LBA 1
 		}
+		last := uint64(size)/uint64(ss) - 1
 		h, err := readGPTHeader(r, size, ss, last)
 		if err == nil {
 			why := "missing"

@@ -533,3 +533,13 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// TestTinyProtective: a protective MBR on a disk too small for a GPT of
+// 4096-byte sectors names no impossible LBA.
+func TestTinyProtective(t *testing.T) {
+	d := mbrDisk(4, [4]uint32{0, 0xEE, 1, 3})
+	_, err := Read(bytes.NewReader(d), int64(len(d)))
+	if err == nil || strings.Contains(err.Error(), "18446744073709551615") || strings.Contains(err.Error(), "offset -") {
+		t.Errorf("err %v", err)
+	}
+}
