@@ -77,3 +77,33 @@ bench-quick: build
 
 clean:
 	rm -rf $(BIN) bench.json
+
+# Install like a packaged tool: static binaries (no cgo, so they run on any
+# Linux and in a scratch container), man pages and bash/zsh completions.
+# `make install PREFIX=/usr DESTDIR=/tmp/stage` stages a package tree.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+
+.PHONY: install uninstall
+
+install:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/static/vhd ./cmd/vhd
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/static/vhdmount ./cmd/vhdmount
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 0755 $(BIN)/static/vhd $(BIN)/static/vhdmount $(DESTDIR)$(BINDIR)/
+	install -m 0644 docs/man/vhd.1 $(DESTDIR)$(MANDIR)/man1/vhd.1
+	install -m 0644 docs/man/vhdmount.8 $(DESTDIR)$(MANDIR)/man8/vhdmount.8
+	install -m 0644 contrib/completion/vhd.bash $(DESTDIR)$(BASHCOMPDIR)/vhd
+	install -m 0644 contrib/completion/vhdmount.bash $(DESTDIR)$(BASHCOMPDIR)/vhdmount
+	install -m 0644 contrib/completion/_vhd contrib/completion/_vhdmount $(DESTDIR)$(ZSHCOMPDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vhd $(DESTDIR)$(BINDIR)/vhdmount \
+		$(DESTDIR)$(MANDIR)/man1/vhd.1 $(DESTDIR)$(MANDIR)/man8/vhdmount.8 \
+		$(DESTDIR)$(BASHCOMPDIR)/vhd $(DESTDIR)$(BASHCOMPDIR)/vhdmount \
+		$(DESTDIR)$(ZSHCOMPDIR)/_vhd $(DESTDIR)$(ZSHCOMPDIR)/_vhdmount

@@ -1,12 +1,40 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/internal/partition"
 )
+
+// jsonPartition is one partition in vhd info --json.
+type jsonPartition struct {
+	Number     int    `json:"number"`
+	Scheme     string `json:"scheme"`
+	Type       string `json:"type"`
+	TypeName   string `json:"type_name,omitempty"`
+	Start      int64  `json:"start"`
+	Size       int64  `json:"size"`
+	Name       string `json:"name,omitempty"`
+	GUID       string `json:"guid,omitempty"`
+	Attributes string `json:"attributes,omitempty"` // GPT flags in hex
+	Bootable   bool   `json:"bootable,omitempty"`
+	Extended   bool   `json:"extended,omitempty"`
+	Clipped    bool   `json:"clipped,omitempty"`
+}
+
+// partitions reads the partition table of the flat disk: nil and no error
+// when there is none.
+func partitions(d *format.Disk) (*partition.Table, error) {
+	t, err := partition.Read(d, d.Size())
+	if errors.Is(err, partition.ErrNoTable) {
+		return nil, nil
+	}
+	return t, err
+}
 
 func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	image, asJSON, parent, code, ok := imageCommand("info", "describe an image and its chain of parents.", args, stdout, stderr)
@@ -19,13 +47,33 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	}
 	defer d.Close()
 	layers := d.Layers()
+	table, perr := partitions(d)
 	if asJSON {
 		out := struct {
 			VirtualSize    int64              `json:"virtual_size"`
 			AllocatedBytes int64              `json:"allocated_bytes"`
 			Depth          int                `json:"depth"`
 			Layers         []format.LayerInfo `json:"layers"`
-		}{d.Size(), d.AllocatedBytes(), d.Depth(), layers}
+			PartitionTable string             `json:"partition_table,omitempty"`
+			SectorSize     int                `json:"partition_sector_size,omitempty"`
+			DiskID         string             `json:"partition_disk_id,omitempty"`
+			Partitions     []jsonPartition    `json:"partitions,omitempty"`
+			PartitionNotes []string           `json:"partition_notes,omitempty"`
+			PartitionError string             `json:"partition_error,omitempty"`
+		}{VirtualSize: d.Size(), AllocatedBytes: d.AllocatedBytes(), Depth: d.Depth(), Layers: layers}
+		if perr != nil {
+			out.PartitionError = message(perr)
+		}
+		if table != nil {
+			out.PartitionTable, out.SectorSize, out.DiskID, out.PartitionNotes = table.Scheme, table.SectorSize, table.DiskID, table.Notes
+			for _, p := range table.Partitions {
+				out.Partitions = append(out.Partitions, jsonPartition{p.Number, p.Scheme, p.Type, p.TypeName, p.Start, p.Size,
+					p.Name, p.GUID, "", p.Bootable, p.Extended, p.Clipped})
+				if p.Attributes != 0 {
+					out.Partitions[len(out.Partitions)-1].Attributes = fmt.Sprintf("0x%016x", p.Attributes)
+				}
+			}
+		}
 		if err := writeJSON(stdout, out); err != nil {
 			return fail(stderr, err)
 		}
@@ -71,6 +119,50 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	writePartitions(w, table, perr)
 	io.WriteString(stdout, w.String())
 	return exitOK
+}
+
+// writePartitions prints the partition table after the chain: nothing when
+// the disk has none, one line when it cannot be read.
+func writePartitions(w io.Writer, t *partition.Table, err error) {
+	if err != nil {
+		fmt.Fprintf(w, "\npartition table: unreadable: %s\n", message(err))
+		return
+	}
+	if t == nil {
+		return
+	}
+	fmt.Fprintf(w, "\npartition table: %s, %d-byte sectors, disk id %s\n", t.Scheme, t.SectorSize, t.DiskID)
+	if len(t.Partitions) == 0 {
+		fmt.Fprintf(w, "  no partitions\n")
+	}
+	for _, p := range t.Partitions {
+		typ := p.Type
+		if t.Scheme == partition.MBR {
+			typ = "0x" + typ
+		}
+		if p.TypeName != "" {
+			typ = p.TypeName + " (" + typ + ")"
+		}
+		fmt.Fprintf(w, "  p%-3d start %d, size %d (%s), type %s", p.Number, p.Start, p.Size, humanSize(p.Size), typ)
+		if p.Name != "" {
+			fmt.Fprintf(w, ", name %s", quote(p.Name))
+		}
+		var flags []string
+		if p.Bootable {
+			flags = append(flags, "bootable")
+		}
+		if p.Clipped {
+			flags = append(flags, "clipped at the end of the disk")
+		}
+		if len(flags) > 0 {
+			fmt.Fprintf(w, " [%s]", strings.Join(flags, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	for _, n := range t.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 }

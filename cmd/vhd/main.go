@@ -5,6 +5,7 @@
 //	vhd create --parent PARENT [--block-size N] IMAGE
 //	vhd convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST
 //	vhd check [--json] [--parent PATH] IMAGE
+//	vhd --version
 //
 // Exit status: 0 success, 1 failure (for check: problems found), 2 usage
 // error (for check also: the image could not be read); after SIGINT, SIGTERM
@@ -26,6 +27,7 @@ import (
 
 	"github.com/vhdmount/vhdmount/format"
 	"github.com/vhdmount/vhdmount/format/convert"
+	"github.com/vhdmount/vhdmount/internal/version"
 )
 
 // Exit codes.
@@ -51,7 +53,8 @@ Commands:
   check [--json] [--parent PATH] IMAGE
         validate the structure of an image and its chain
 
-Run 'vhd COMMAND --help' for the options of a command.
+Run 'vhd COMMAND --help' for the options of a command, 'vhd --version' for
+the version.
 Exit status: 0 success, 1 failure (check: problems found), 2 usage error
 (check: the image could not be read), 128+N after signal N (convert).
 `
@@ -72,6 +75,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "--version", "-version":
+		fmt.Fprintln(stdout, "vhd "+version.String())
 		return exitOK
 	}
 	cmd, ok := cmds[args[0]]

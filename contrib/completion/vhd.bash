@@ -1,0 +1,36 @@
+# bash completion for vhd(1)                                    -*- shell-script -*-
+
+_vhd()
+{
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+    local cmd="" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+            info|create|convert|check) cmd=${COMP_WORDS[i]}; break ;;
+        esac
+    done
+    if [[ -z $cmd ]]; then
+        COMPREPLY=($(compgen -W 'info create convert check --help --version' -- "$cur"))
+        return
+    fi
+    case $prev in
+        -t) COMPREPLY=($(compgen -W 'fixed dynamic' -- "$cur")); return ;;
+        -O) COMPREPLY=($(compgen -W 'raw fixed dynamic' -- "$cur")); return ;;
+        -f) COMPREPLY=($(compgen -W 'vhd raw' -- "$cur")); return ;;
+        --block-size) COMPREPLY=($(compgen -W '512 4K 64K 512K 1M 2M 16M 256M' -- "$cur")); return ;;
+        --parent) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    esac
+    if [[ $cur == -* ]]; then
+        local opts
+        case $cmd in
+            info|check) opts='--json --parent --help' ;;
+            create) opts='-t --block-size --parent --help' ;;
+            convert) opts='-O -f --block-size --parent --force --sync --help' ;;
+        esac
+        COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+        return
+    fi
+    compopt -o filenames 2>/dev/null
+    COMPREPLY=($(compgen -f -- "$cur"))
+}
+complete -F _vhd vhd
