@@ -17,6 +17,7 @@ type config struct {
 	ignoreChecksums   bool
 	logFile           string
 	help              bool
+	version           bool
 }
 
 const usageText = `usage: vhdmount [options] IMAGE MOUNTPOINT
@@ -43,6 +44,7 @@ Options (also accepted as -o opt1,opt2,... anywhere on the line):
                            server reports to syslog, a foreground one to
                            stderr
   -h, --help               show this help
+  --version                print the version and exit
 
 Generic mount options (defaults, nofail, _netdev, noauto, user, dev, suid,
 exec and their negations, x-*) are accepted and ignored, so vhdmount works
@@ -123,13 +125,15 @@ func parseArgs(args []string) (*config, error) {
 			c.ignoreChecksums, c.ro = true, true
 		case a == "-h" || a == "--help":
 			c.help = true
+		case a == "--version":
+			c.version = true
 		case strings.HasPrefix(a, "-") && a != "-":
 			return nil, fmt.Errorf("unknown option %s", a)
 		default:
 			pos = append(pos, a)
 		}
 	}
-	if c.help {
+	if c.help || c.version {
 		return c, nil
 	}
 	if len(pos) != 2 {

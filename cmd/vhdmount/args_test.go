@@ -37,6 +37,7 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--ro=yes", "a.vhd", "/mnt"}, config{}, "takes no value"},
 		{[]string{"-h"}, config{help: true}, ""},
 		{[]string{"a.vhd", "--help"}, config{help: true}, ""},
+		{[]string{"--version"}, config{version: true}, ""},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			got, err := parseArgs(c.args)

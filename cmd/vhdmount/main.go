@@ -6,6 +6,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/vhdmount/vhdmount/internal/version"
 	"io"
 	"log"
 	"log/syslog"
@@ -52,6 +53,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if c.help {
 		fmt.Fprint(stdout, usageText)
+		return exitOK
+	}
+	if c.version {
+		fmt.Fprintln(stdout, "vhdmount", version.String())
 		return exitOK
 	}
 	if os.Getenv(readyFDEnv) != "" {
