@@ -9,7 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"unicode"
+
+	lay "github.com/vhdmount/vhdmount/format/layer"
 )
 
 // MaxChainDepth is the largest number of parents a chain may have.
@@ -26,8 +29,13 @@ type Options struct {
 	// IgnoreChecksums accepts footers and headers whose checksum is wrong.
 	// It forces ReadOnly.
 	IgnoreChecksums bool
-	// OpenFile opens a file of the chain. The default is os.OpenFile with
-	// O_RDWR when write is set, O_RDONLY otherwise.
+	// AllowMissingParent lets Open succeed on a chain whose parent cannot
+	// be found: the Disk then describes the images found (Layers, Check)
+	// and MissingParent says what is missing; ReadAt and WriteAt refuse.
+	AllowMissingParent bool
+	// OpenFile opens a file of the chain. The default opens regular files
+	// only, without blocking (a FIFO or device named by a locator is
+	// refused, never waited on), read-write when write is set.
 	OpenFile func(path string, write bool) (File, error)
 }
 
@@ -35,11 +43,50 @@ func (o *Options) openFile(path string, write bool) (File, error) {
 	if o.OpenFile != nil {
 		return o.OpenFile(path, write)
 	}
+	return openRegular(path, write)
+}
+
+// openRegular opens path without blocking and accepts only a regular file.
+func openRegular(path string, write bool) (*os.File, error) {
 	flag := os.O_RDONLY
 	if write {
 		flag = os.O_RDWR
 	}
-	return os.OpenFile(path, flag, 0)
+	f, err := os.OpenFile(path, flag|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: path, Err: errNotRegular(fi.Mode())}
+	}
+	return f, nil
+}
+
+// errNotRegular says what kind of file a non-regular file is.
+type errNotRegular os.FileMode
+
+func (e errNotRegular) Error() string {
+	m := os.FileMode(e)
+	kind := "not a regular file"
+	switch {
+	case m.IsDir():
+		kind = "a directory"
+	case m&os.ModeNamedPipe != 0:
+		kind = "a FIFO"
+	case m&os.ModeSocket != 0:
+		kind = "a socket"
+	case m&os.ModeCharDevice != 0:
+		kind = "a character device"
+	case m&os.ModeDevice != 0:
+		kind = "a block device"
+	}
+	return "is " + kind + ", not an image file"
 }
 
 // candidate is one way the child names its parent.
@@ -160,82 +207,83 @@ func macxPaths(raw, dir string) ([]string, int) {
 
 func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 
-// openParent finds, opens and verifies the parent of l. chain holds the
-// layers opened so far (top first), for cycle detection.
-func openParent(l *layer, chain []*layer, opts *Options, override string) (*layer, error) {
-	var cands []candidate
+// openParent finds, opens and verifies the parent of l. It returns the
+// parent and how it was found, or a *ParentError listing every path tried.
+func (d *Disk) openParent(l lay.Layer, opts *Options, override string) (lay.Layer, lay.Candidate, error) {
+	ref := l.Parent()
+	cands := ref.Candidates
 	if override != "" {
-		abs, err := filepath.Abs(override)
-		if err != nil {
-			abs = override
-		}
-		cands = []candidate{{"--parent", override, []string{abs}, 1}}
-	} else {
-		cands = l.parentCandidates()
+		cands = []lay.Candidate{{Source: "--parent", Raw: override, Path: overridePath(override)}}
 	}
-	want := l.hdr.ParentUniqueID
-	perr := &ParentError{Child: l.path, ParentUUID: want.String(), Err: ErrParentNotFound}
+	perr := &ParentError{Child: l.Path(), ParentUUID: ref.ID, Err: ErrParentNotFound}
 	tried := map[string]bool{}
+	prev := ""
 	for _, c := range cands {
-		for i, p := range c.paths {
-			src := c.source
-			if i >= c.direct {
-				src += " (basename)"
+		att := ParentAttempt{Source: c.Source, Raw: c.Raw, Path: c.Path}
+		group := strings.TrimSuffix(c.Source, " (basename)") + "\x00" + c.Raw
+		first := group != prev
+		prev = group
+		if tried[c.Path] {
+			if first { // a fallback that repeats a path is not worth a line
+				att.Reason = "same path as above"
+				perr.Tried = append(perr.Tried, att)
 			}
-			att := ParentAttempt{Source: src, Raw: c.raw, Path: p}
-			if tried[p] {
-				if i == 0 { // a fallback that repeats a path is not worth a line
-					att.Reason = "same path as above"
-					perr.Tried = append(perr.Tried, att)
-				}
-				continue
-			}
-			tried[p] = true
-			parent, reason, mismatch := tryParent(p, want, chain, opts)
-			if parent != nil {
-				parent.foundVia, parent.foundRaw = src, c.raw
-				return parent, nil
-			}
-			if mismatch {
-				perr.Err = ErrParentMismatch
-			}
-			att.Reason = reason
-			perr.Tried = append(perr.Tried, att)
+			continue
 		}
+		tried[c.Path] = true
+		p, reason, err := d.tryParent(l, c.Path, opts)
+		if err != nil {
+			return nil, c, err
+		}
+		if p != nil {
+			return p, c, nil
+		}
+		if errors.Is(reason, ErrParentMismatch) {
+			perr.Err = ErrParentMismatch
+		}
+		att.Reason = strings.TrimPrefix(reason.Error(), "vhd: ")
+		perr.Tried = append(perr.Tried, att)
 	}
-	return nil, perr
+	return nil, lay.Candidate{}, perr
 }
 
-// tryParent opens p as the parent with unique id want. On rejection it
-// returns a reason, and whether the rejection was a unique id mismatch.
-func tryParent(p string, want [16]byte, chain []*layer, opts *Options) (*layer, string, bool) {
-	f, err := opts.openFile(p, false)
+// tryParent opens path as l's parent. A rejected candidate gives a reason; a
+// cycle is an error that ends the search.
+func (d *Disk) tryParent(l lay.Layer, path string, opts *Options) (p lay.Layer, reason, err error) {
+	f, err := opts.openFile(path, false)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, "no such file", false
+			return nil, errors.New("no such file"), nil
 		}
-		return nil, err.Error(), false
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, err, nil
 	}
-	if fi, err := f.Stat(); err == nil {
-		for _, c := range chain {
-			if cfi, err := c.f.Stat(); err == nil && os.SameFile(fi, cfi) {
-				f.Close()
-				return nil, "is " + c.path + ", already in the chain (cycle)", false
+	inChain := ""
+	fi, _ := f.Stat()
+	for _, c := range d.layers {
+		if c.Path() == path {
+			inChain = c.Path()
+		} else if cf := fileOf(c); fi != nil && cf != nil {
+			if cfi, err := cf.Stat(); err == nil && os.SameFile(fi, cfi) {
+				inChain = c.Path()
 			}
 		}
 	}
-	pl, err := openLayer(p, f, opts, true)
+	pl, err := openAny(path, f, opts, true)
 	if err != nil {
 		f.Close()
-		return nil, strings.TrimPrefix(err.Error(), "vhd: "), false
+		return nil, err, nil
 	}
-	if pl.footer.UniqueID != want {
-		f.Close()
-		return nil, fmt.Sprintf("unique id %s, want %s", pl.footer.UniqueID, uuidString(want)), true
+	if err := l.MatchParent(pl); err != nil {
+		pl.Close()
+		return nil, err, nil
 	}
-	return pl, "", false
-}
-
-func uuidString(u [16]byte) string {
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	if inChain != "" {
+		pl.Close()
+		return nil, nil, fmt.Errorf("vhd: %s: %w: its parent %s is %s, already in the chain (cycle)", l.Path(), ErrChain, path, inChain)
+	}
+	return pl, nil, nil
 }

@@ -26,7 +26,9 @@ func (p Problem) String() string { return fmt.Sprintf("%s: at 0x%x: %s", p.Path,
 func (d *Disk) Check() []Problem {
 	var out []Problem
 	for _, l := range d.layers {
-		out = append(out, l.check()...)
+		if vl, ok := l.(*layer); ok {
+			out = append(out, vl.check()...)
+		}
 	}
 	return out
 }

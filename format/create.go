@@ -199,7 +199,10 @@ func readParentInfo(child, parent string) (*parentInfo, error) {
 		return nil, err
 	}
 	defer d.Close()
-	top := d.layers[0]
+	top, ok := d.layers[0].(*layer)
+	if !ok {
+		return nil, fmt.Errorf("vhd: %s: %w: a VHD's parent must be a VHD, this is a %s image", parent, ErrUnsupported, d.layers[0].Format())
+	}
 	fi, err := top.f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("vhd: %s: %w", parent, err)

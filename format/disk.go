@@ -5,18 +5,34 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	lay "github.com/vhdmount/vhdmount/format/layer"
 )
 
-// Disk is a VHD image, with its chain of parents, presented as one flat
+// Disk is a disk image, with its chain of parents, presented as one flat
 // virtual disk. ReadAt and WriteAt follow the io.ReaderAt and io.WriterAt
 // contracts and are safe for concurrent use.
+//
+// The chain is format-neutral: each image is a lay.Layer of its format's
+// package, and reads walk the layers top down through their Map.
 type Disk struct {
-	layers []*layer // layers[0] is the image opened; each next one its parent
+	layers []lay.Layer     // layers[0] is the image opened; each next one its parent
+	found  []lay.Candidate // found[i] is how layers[i] was found (zero for the top)
+	top    *layer          // layers[0] when it is a VHD opened for writing, else nil
 	size   int64
+
+	// missing is set when Options.AllowMissingParent let Open stop at a
+	// parent it could not find; reads and writes then return it.
+	missing error
+
+	allocOnce sync.Once
+	allocated atomic.Int64 // AllocatedBytes, once computed; kept current by writes
 }
 
-// Open opens the VHD at path and, for a differencing disk, its whole chain of
-// parents. opts may be nil.
+// Open opens the image at path and, for a differencing disk, its whole
+// chain of parents. opts may be nil.
 func Open(path string, opts *Options) (*Disk, error) {
 	if opts == nil {
 		opts = &Options{}
@@ -37,44 +53,68 @@ func Open(path string, opts *Options) (*Disk, error) {
 			return nil, lockErr(path, err, "it is open for writing elsewhere (a mount?), or it is the parent of a writable child")
 		}
 	}
-	top, err := openLayer(path, f, opts, ro)
+	top, err := openAny(path, f, opts, ro)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	d := &Disk{layers: []*layer{top}, size: top.size}
-	for l := top; l.footer.DiskType == TypeDifferencing; {
+	d := &Disk{layers: []lay.Layer{top}, found: []lay.Candidate{{}}, size: top.Size()}
+	if vl, ok := top.(*layer); ok && !ro {
+		d.top = vl
+	}
+	for l := top; l.Parent() != nil; {
 		if len(d.layers) > MaxChainDepth {
 			d.Close()
 			return nil, fmt.Errorf("vhd: %s: %w: more than %d parents", path, ErrChain, MaxChainDepth)
-		}
-		for _, c := range d.layers {
-			if c.footer.UniqueID == l.hdr.ParentUniqueID {
-				d.Close()
-				return nil, fmt.Errorf("vhd: %s: %w: parent unique id %s is %s, already in the chain (cycle)",
-					l.path, ErrChain, l.hdr.ParentUniqueID, c.path)
-			}
 		}
 		override := ""
 		if l == top {
 			override = opts.Parent
 		}
-		p, err := openParent(l, d.layers, opts, override)
+		p, via, err := d.openParent(l, opts, override)
 		if err != nil {
+			var pe *ParentError
+			if opts.AllowMissingParent && errors.As(err, &pe) {
+				d.missing = err
+				d.top = nil // nothing is written into a chain that is not whole
+				break
+			}
 			d.Close()
 			return nil, err
 		}
 		if !ro {
-			if err := lockFile(p.f, false); err != nil {
-				p.f.Close()
+			if err := lockFile(fileOf(p), false); err != nil {
+				p.Close()
 				d.Close()
-				return nil, lockErr(p.path, err, "it is the parent of "+path+" and is open for writing elsewhere")
+				return nil, lockErr(p.Path(), err, "it is the parent of "+path+" and is open for writing elsewhere")
 			}
 		}
 		d.layers = append(d.layers, p)
+		d.found = append(d.found, via)
 		l = p
 	}
+	if d.top != nil {
+		d.top.onAlloc = d.noteAlloc
+		d.AllocatedBytes() // computed before any write, so writes can keep it current
+	}
 	return d, nil
+}
+
+// openAny opens one image of any format this package reads.
+func openAny(path string, f File, opts *Options, ro bool) (lay.Layer, error) {
+	l, err := openLayer(path, f, opts, ro)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// fileOf returns the file a layer reads, for locking.
+func fileOf(l lay.Layer) File {
+	if vl, ok := l.(*layer); ok {
+		return vl.f
+	}
+	return nil
 }
 
 func lockErr(path string, err error, why string) error {
@@ -90,21 +130,26 @@ type lockedError struct{ path, why string }
 func (e *lockedError) Error() string { return "vhd: " + e.path + ": image in use: " + e.why }
 func (e *lockedError) Unwrap() error { return ErrLocked }
 
-// Size returns the virtual disk size in bytes (the footer's CurrentSize).
+// Size returns the virtual disk size in bytes.
 func (d *Disk) Size() int64 { return d.size }
 
 // Depth returns the number of parents below the top image.
 func (d *Disk) Depth() int { return len(d.layers) - 1 }
 
 // ReadOnly reports whether WriteAt is refused.
-func (d *Disk) ReadOnly() bool { return d.layers[0].readOnly }
+func (d *Disk) ReadOnly() bool { return d.top == nil }
+
+// MissingParent returns the error that stopped the chain when
+// Options.AllowMissingParent was set and a parent could not be found, or
+// nil for a complete chain.
+func (d *Disk) MissingParent() error { return d.missing }
 
 // Close closes every file of the chain.
 func (d *Disk) Close() error {
 	var errs []error
 	for _, l := range d.layers {
-		if err := l.f.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("vhd: %s: %w", l.path, err))
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("vhd: %s: %w", l.Path(), err))
 		}
 	}
 	return errors.Join(errs...)
@@ -113,6 +158,9 @@ func (d *Disk) Close() error {
 // ReadAt reads len(p) bytes of the virtual disk at off. It returns io.EOF
 // with a short count only when the read reaches the end of the disk.
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
+	if d.missing != nil {
+		return 0, d.missing
+	}
 	if off < 0 {
 		return 0, fmt.Errorf("%w: negative offset %d", ErrOutOfRange, off)
 	}
@@ -130,91 +178,65 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
+var runPool = sync.Pool{New: func() any { s := make([]lay.Run, 0, 16); return &s }}
+
 // readLayer fills p with the content of the chain from layer i down at off.
-// One read is issued per run of sectors that come from the same file.
+// One read is issued per run of bytes that come from the same file.
 func (d *Disk) readLayer(i int, p []byte, off int64) error {
 	if i >= len(d.layers) {
 		clear(p)
 		return nil
 	}
 	l := d.layers[i]
-	if off >= l.size { // a child larger than its parent reads zeros past the parent's end
+	size := l.Size()
+	if off >= size { // a child larger than its parent reads zeros past the parent's end
 		clear(p)
 		return nil
 	}
-	if rest := l.size - off; int64(len(p)) > rest {
+	if rest := size - off; int64(len(p)) > rest {
 		clear(p[rest:])
 		p = p[:rest]
 	}
-	if l.fixed() {
-		return l.readData(p, off)
-	}
-	for len(p) > 0 {
-		blk, in := off/l.blockSize, off%l.blockSize
-		n := min(int64(len(p)), l.blockSize-in)
-		if err := d.readBlock(i, l, blk, in, p[:n], off); err != nil {
-			return err
-		}
-		p, off = p[n:], off+n
-	}
-	return nil
-}
-
-// readBlock reads p from block blk of layer l, starting in bytes into the block.
-func (d *Disk) readBlock(i int, l *layer, blk, in int64, p []byte, off int64) error {
-	e := l.entry(blk)
-	if e == unallocated {
-		return d.readLayer(i+1, p, off)
-	}
-	start, bm, err := l.block(blk, e)
+	rp := runPool.Get().(*[]lay.Run)
+	defer runPool.Put(rp)
+	runs, err := l.Map((*rp)[:0], off, int64(len(p)))
+	*rp = runs[:0]
 	if err != nil {
 		return err
 	}
-	data := start + l.bitmapSize
-	switch {
-	case bm.full:
-		return l.readData(p, data+in)
-	case bm.empty:
-		return d.readLayer(i+1, p, off)
-	}
-	end := in + int64(len(p))
-	for pos := in; pos < end; {
-		s := pos / SectorSize
-		runEnd := min(bm.run(s, (end+SectorSize-1)/SectorSize)*SectorSize, end)
-		chunk := p[pos-in : runEnd-in]
-		if bm.has(s) {
-			err = l.readData(chunk, data+pos)
-		} else {
-			err = d.readLayer(i+1, chunk, off+pos-in)
+	var pos int64
+	for _, r := range runs {
+		if r.Len <= 0 || pos+r.Len > int64(len(p)) {
+			return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d returned a run of %d bytes at %d", l.Path(), len(p), off, r.Len, pos)
+		}
+		chunk := p[pos : pos+r.Len]
+		switch r.State {
+		case lay.Data:
+			err = l.ReadData(chunk, r.FileOff)
+		case lay.Zero:
+			clear(chunk)
+		default:
+			err = d.readLayer(i+1, chunk, off+pos)
 		}
 		if err != nil {
 			return err
 		}
-		pos = runEnd
+		pos += r.Len
+	}
+	if pos != int64(len(p)) {
+		return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d covered %d", l.Path(), len(p), off, pos)
 	}
 	return nil
-}
-
-// readData reads from the layer's file; a short file is corruption.
-func (l *layer) readData(p []byte, off int64) error {
-	n, err := l.f.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || errors.Is(err, io.EOF) {
-		return formatErr(l.path, off+int64(n), "data", ErrCorrupt, "file ends inside a block (read %d of %d bytes at 0x%x)", n, len(p), off)
-	}
-	return fmt.Errorf("vhd: %s: read %d bytes at 0x%x: %w", l.path, len(p), off, err)
 }
 
 // Sync flushes the top image's file to stable storage. Parents are never
 // written, so they need no sync.
 func (d *Disk) Sync() error {
-	if d.layers[0].readOnly {
+	if d.top == nil {
 		return nil
 	}
-	if err := d.layers[0].f.Sync(); err != nil {
-		return fmt.Errorf("vhd: %s: sync: %w", d.layers[0].path, err)
+	if err := d.top.f.Sync(); err != nil {
+		return fmt.Errorf("vhd: %s: sync: %w", d.top.path, err)
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	lay "github.com/vhdmount/vhdmount/format/layer"
 )
 
 // Sentinel errors. Every error returned by this package that is about the
@@ -23,7 +25,7 @@ var (
 	ErrParentNotFound = errors.New("vhd: parent not found")
 	// ErrParentMismatch means a candidate parent was found but its unique id
 	// differs from the one the child records.
-	ErrParentMismatch = errors.New("vhd: parent UUID mismatch")
+	ErrParentMismatch = lay.ErrParentMismatch
 	// ErrChain means the chain of parents is unusable: a cycle, or deeper
 	// than MaxChainDepth.
 	ErrChain = errors.New("vhd: bad parent chain")

@@ -1,48 +1,107 @@
 package format
 
+import lay "github.com/vhdmount/vhdmount/format/layer"
+
+// extentWindow bounds how far one Extent call looks in each layer, so that
+// walking the whole disk costs a pass over each layer's tables, never a
+// pass per run (a fragmented parent under an empty child).
+const extentWindow = 1 << 30
+
 // Extent reports whether the virtual disk at off is data or a hole, and where
 // that run ends (exclusive, at most Size()). A hole is a range that no file of
-// the chain stores: it reads as zeros. Data is any range some layer has
-// allocated; it may still read as zeros. Granularity is the block (whole
-// fixed disks are data). off must be in [0, Size()).
+// the chain stores, or that a layer marks as zeros (a VHDX ZERO block): it
+// reads as zeros. Data is any range some layer has allocated; it may still
+// read as zeros. Granularity is the block (whole fixed disks are data). off
+// must be in [0, Size()).
+//
+// Each step looks at most extentWindow ahead in every layer and steps merge
+// while the state stays the same, so a call costs in proportion to the run
+// it returns, and walking the whole disk one pass over the chain's tables.
 func (d *Disk) Extent(off int64) (data bool, end int64) {
-	holeEnd := d.size
+	data, end = d.extentStep(off)
+	for end < d.size && end-off >= extentWindow && (end-off)%extentWindow == 0 {
+		more, next := d.extentStep(end)
+		if more != data {
+			break
+		}
+		end = next
+	}
+	return data, end
+}
+
+// extentStep is Extent looking at most extentWindow ahead.
+func (d *Disk) extentStep(off int64) (data bool, end int64) {
+	holeEnd := min(d.size, off+extentWindow)
 	for _, l := range d.layers {
-		if off >= l.size {
-			continue // nothing below this layer's end comes from it
+		if off >= l.Size() {
+			continue // nothing at or past this layer's end comes from it
 		}
-		alloc, runEnd := l.extent(off)
-		if alloc {
-			return true, min(runEnd, d.size)
+		st, n := layerExtent(l, off, min(holeEnd, l.Size())-off)
+		switch st {
+		case lay.Data:
+			return true, off + n
+		case lay.Zero:
+			return false, off + n
 		}
-		holeEnd = min(holeEnd, runEnd)
+		holeEnd = off + n
 	}
 	return false, holeEnd
 }
 
-// extent returns whether off is allocated in this layer, and the end of the
-// run of blocks in the same state.
-func (l *layer) extent(off int64) (bool, int64) {
-	if l.fixed() {
-		return true, l.size
+// layerExtent asks a layer how [off, off+n) starts, at block granularity when
+// it can tell, else by mapping.
+func layerExtent(l lay.Layer, off, n int64) (lay.State, int64) {
+	if e, ok := l.(lay.Extenter); ok {
+		return e.Extent(off, n)
 	}
-	blk := off / l.blockSize
-	alloc := l.entry(blk) != unallocated
-	for blk++; blk < l.nblocks && (l.entry(blk) != unallocated) == alloc; blk++ {
+	runs, err := l.Map(nil, off, n)
+	if err != nil || len(runs) == 0 {
+		return lay.Data, n // unreadable: not a hole; the read reports it
 	}
-	return alloc, min(blk*l.blockSize, l.size)
+	return runs[0].State, runs[0].Len
 }
 
 // AllocatedBytes returns how many bytes of the virtual disk some layer of the
-// chain stores (the sum of the data extents).
+// chain stores (the sum of the data extents). It is computed once, in one
+// pass over the chain's tables, and kept current by writes.
 func (d *Disk) AllocatedBytes() int64 {
-	var n int64
-	for off := int64(0); off < d.size; {
-		data, end := d.Extent(off)
-		if data {
-			n += end - off
+	d.allocOnce.Do(func() {
+		var n int64
+		for off := int64(0); off < d.size; {
+			data, end := d.Extent(off)
+			if data {
+				n += end - off
+			}
+			off = end
 		}
-		off = end
+		d.allocated.Store(n)
+	})
+	return d.allocated.Load()
+}
+
+// noteAlloc is called by the top layer when it allocates the virtual range
+// [off, off+n): the bytes of it that no parent stored are new data.
+func (d *Disk) noteAlloc(off, n int64) {
+	n = min(n, d.size-off)
+	fresh := n
+	for pos := off; pos < off+n; {
+		end := off + n
+		data := false
+		for _, l := range d.layers[1:] {
+			if pos >= l.Size() {
+				continue
+			}
+			st, m := layerExtent(l, pos, min(end, l.Size())-pos)
+			if st != lay.Parent {
+				data, end = st == lay.Data, pos+m
+				break
+			}
+			end = pos + m
+		}
+		if data {
+			fresh -= end - pos
+		}
+		pos = end
 	}
-	return n
+	d.allocated.Add(fresh)
 }

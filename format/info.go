@@ -8,6 +8,7 @@ import (
 // LayerInfo describes one image of a chain, as `vhd info` shows it.
 type LayerInfo struct {
 	Path            string        `json:"path"`
+	Format          string        `json:"format"`
 	Type            string        `json:"type"`
 	VirtualSize     int64         `json:"virtual_size"`
 	BlockSize       int64         `json:"block_size,omitempty"`
@@ -48,11 +49,18 @@ var typeNames = map[uint32]string{TypeFixed: "fixed", TypeDynamic: "dynamic", Ty
 // Layers describes every image of the chain, the opened image first.
 func (d *Disk) Layers() []LayerInfo {
 	out := make([]LayerInfo, len(d.layers))
-	for i, l := range d.layers {
+	for i, ll := range d.layers {
+		l, ok := ll.(*layer)
+		if !ok {
+			out[i] = LayerInfo{Path: ll.Path(), Format: ll.Format(), VirtualSize: ll.Size(),
+				FoundVia: d.found[i].Source, FoundAs: d.found[i].Raw}
+			continue
+		}
 		f := &l.footer
 		c, h, s := f.Cylinders, f.Heads, f.SectorsPerTrack
 		li := LayerInfo{
 			Path:           l.path,
+			Format:         "vhd",
 			Type:           typeNames[f.DiskType],
 			VirtualSize:    l.size,
 			FileSize:       l.fileSize,
@@ -66,8 +74,8 @@ func (d *Disk) Layers() []LayerInfo {
 			FooterSource:   l.footerSrc,
 			SavedState:     f.SavedState != 0,
 			Hidden:         f.Reserved[0] != 0,
-			FoundVia:       l.foundVia,
-			FoundAs:        l.foundRaw,
+			FoundVia:       d.found[i].Source,
+			FoundAs:        d.found[i].Raw,
 		}
 		if !l.fixed() {
 			li.BlockSize, li.Blocks = l.blockSize, l.nblocks

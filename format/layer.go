@@ -72,9 +72,9 @@ type layer struct {
 	dataLimit  atomic.Int64 // where the footer now sits: blocks must end before it
 	blockLocks [64]sync.Mutex
 
-	// parent bookkeeping (filled by the chain resolver)
-	foundVia   string
-	foundRaw   string
+	// onAlloc, set by the chain, hears of each block allocated (its virtual range)
+	onAlloc func(off, n int64)
+
 	parentName string
 }
 

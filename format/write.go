@@ -27,8 +27,8 @@ import (
 // Concurrent WriteAt calls to different blocks proceed in parallel; calls to
 // the same block are serialized.
 func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
-	l := d.layers[0]
-	if l.readOnly {
+	l := d.top
+	if l == nil {
 		return 0, ErrReadOnly
 	}
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
@@ -152,6 +152,9 @@ func (d *Disk) allocate(l *layer, blk, in int64, p []byte, off int64) error {
 	}
 	l.bitmaps[blk].Store(newBitmap(bits, nsec))
 	atomic.StoreUint32(&l.bat[blk], uint32(pos/SectorSize))
+	if l.onAlloc != nil {
+		l.onAlloc(blk*l.blockSize, l.blockSize)
+	}
 	return nil
 }
 

@@ -158,8 +158,8 @@ func writeRandomly(t *testing.T, rng *rand.Rand, path string, model []byte, step
 	}
 	checkAll(t, d, model, path+" before writing")
 	bs := int64(2 << 20)
-	if !d.layers[0].fixed() {
-		bs = d.layers[0].blockSize
+	if !d.top.fixed() {
+		bs = d.top.blockSize
 	}
 	for range steps {
 		off, p := randomWrite(rng, d.Size(), bs)

@@ -107,6 +107,18 @@ type Candidate struct {
 	Path   string // the path to try on this machine
 }
 
+// Extenter is implemented by layers that can tell, without reading sector
+// bitmaps, how their allocation units (blocks) are stored: Data for a block
+// this file holds (wholly or in part), Zero for a block that reads zeros
+// without falling through, Parent for one it does not hold. Extent returns
+// the state of the unit at off and the length, at most n, of the run of
+// units in that state from off. The chain uses it for SEEK_DATA/SEEK_HOLE,
+// allocated-byte counts and sparse copies; a layer without it is mapped
+// with Map instead.
+type Extenter interface {
+	Extent(off, n int64) (State, int64)
+}
+
 // Writer is implemented by layers opened for writing.
 type Writer interface {
 	// WriteAt writes p at virtual offset off into this layer (never into a
@@ -156,3 +168,13 @@ func (e *FormatError) Error() string {
 
 // Unwrap returns the sentinel error.
 func (e *FormatError) Unwrap() error { return e.Err }
+
+// MismatchError says why a candidate is not the parent a child records. Its
+// message is the detail alone (the caller says "parent mismatch"); it wraps
+// ErrParentMismatch.
+type MismatchError struct{ Detail string }
+
+func (e *MismatchError) Error() string { return e.Detail }
+
+// Unwrap returns ErrParentMismatch.
+func (e *MismatchError) Unwrap() error { return ErrParentMismatch }
