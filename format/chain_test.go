@@ -75,7 +75,7 @@ func TestParentErrors(t *testing.T) {
 		t.Fatalf("got %v, want a ParentError with ErrParentMismatch", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{"/img/child.vhd", `W2ru ".\\p.vhd" -> /img/p.vhd: unique id`, `W2ku (basename) "C:\\VMs\\p.vhd" -> /img/p.vhd: same path as above`, `header name (basename) "C:\\VMs\\q.vhd" -> /img/q.vhd: no such file`} {
+	for _, want := range []string{"/img/child.vhd", `W2ru ".\p.vhd" -> /img/p.vhd: unique id`, `W2ku (basename) "C:\VMs\p.vhd" -> /img/p.vhd: same path as above`, `header name (basename) "C:\VMs\q.vhd" -> /img/q.vhd: no such file`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}

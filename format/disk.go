@@ -28,7 +28,11 @@ type Disk struct {
 	missing error
 
 	allocOnce sync.Once
-	allocated atomic.Int64 // AllocatedBytes, once computed; kept current by writes
+	allocated atomic.Int64  // AllocatedBytes, once computed; kept current by writes
+	allocGen  atomic.Uint64 // counts blocks the top layer allocated
+
+	extMu sync.Mutex   // guards hints
+	hints []extentHint // per layer, for Extent
 }
 
 // Open opens the image at path and, for a differencing disk, its whole

@@ -103,7 +103,7 @@ func (e *ParentError) Error() string {
 		} else {
 			b.WriteString("; ")
 		}
-		fmt.Fprintf(&b, "%s %q -> %s: %s", a.Source, a.Raw, a.Path, a.Reason)
+		fmt.Fprintf(&b, "%s \"%s\" -> %s: %s", a.Source, a.Raw, a.Path, a.Reason) // as stored: a Windows path keeps single backslashes
 	}
 	return b.String()
 }

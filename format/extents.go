@@ -18,6 +18,11 @@ const extentWindow = 1 << 30
 // while the state stays the same, so a call costs in proportion to the run
 // it returns, and walking the whole disk one pass over the chain's tables.
 func (d *Disk) Extent(off int64) (data bool, end int64) {
+	d.extMu.Lock()
+	defer d.extMu.Unlock()
+	if d.hints == nil {
+		d.hints = make([]extentHint, len(d.layers))
+	}
 	data, end = d.extentStep(off)
 	for end < d.size && end-off >= extentWindow && (end-off)%extentWindow == 0 {
 		more, next := d.extentStep(end)
@@ -32,11 +37,11 @@ func (d *Disk) Extent(off int64) (data bool, end int64) {
 // extentStep is Extent looking at most extentWindow ahead.
 func (d *Disk) extentStep(off int64) (data bool, end int64) {
 	holeEnd := min(d.size, off+extentWindow)
-	for _, l := range d.layers {
+	for i, l := range d.layers {
 		if off >= l.Size() {
 			continue // nothing at or past this layer's end comes from it
 		}
-		st, n := layerExtent(l, off, min(holeEnd, l.Size())-off)
+		st, n := d.hintedExtent(i, off, min(holeEnd, l.Size())-off)
 		switch st {
 		case lay.Data:
 			return true, off + n
@@ -46,6 +51,28 @@ func (d *Disk) extentStep(off int64) (data bool, end int64) {
 		holeEnd = off + n
 	}
 	return false, holeEnd
+}
+
+// extentHint remembers what a layer said of a range: walking the disk
+// forward, each layer's tables are then read once, not once per run of the
+// layers below it.
+type extentHint struct {
+	off, end int64
+	st       lay.State
+	gen      uint64 // allocGen when taken; the top layer's hint is dropped after a write allocates
+}
+
+// hintedExtent is layerExtent for layer i, answered from its hint when the
+// hint covers off.
+func (d *Disk) hintedExtent(i int, off, n int64) (lay.State, int64) {
+	h := &d.hints[i]
+	gen := d.allocGen.Load()
+	if h.off <= off && off < h.end && (i > 0 || h.gen == gen) {
+		return h.st, min(h.end, off+n) - off
+	}
+	st, m := layerExtent(d.layers[i], off, n)
+	*h = extentHint{off, off + m, st, gen}
+	return st, m
 }
 
 // layerExtent asks a layer how [off, off+n) starts, at block granularity when
@@ -104,4 +131,5 @@ func (d *Disk) noteAlloc(off, n int64) {
 		pos = end
 	}
 	d.allocated.Add(fresh)
+	d.allocGen.Add(1)
 }

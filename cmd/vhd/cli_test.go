@@ -102,7 +102,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{[]string{"convert", "-O", "dynamic", notVHD, o, "--block-size"}, 2, []string{"flag needs an argument: -block-size"}},
 		{[]string{"info", notVHD}, 1, []string{notVHD, "not a VHD"}},
 		{[]string{"info", filepath.Join(dir, "missing.vhd")}, 1, []string{filepath.Join(dir, "missing.vhd") + ": no such file or directory"}},
-		{[]string{"info", orphan}, 1, []string{"parent not found", `W2ru ".\fat-parent.vhd"`, `W2ku (basename) "C:\Projects\dfvfs\test_data\fat-parent.vhd"`, "no such file"}},
+		{[]string{"check", orphan}, 2, []string{"parent not found", `W2ru ".\fat-parent.vhd"`, `W2ku (basename) "C:\Projects\dfvfs\test_data\fat-parent.vhd"`, "no such file"}},
 		{[]string{"info", vhdx}, 1, []string{vhdx + ": VHDX image"}},
 		{[]string{"check", vhdx}, 2, []string{vhdx + ": VHDX image"}},
 		{[]string{"convert", "-O", "raw", vhdx, o}, 1, []string{vhdx + ": VHDX image"}},
@@ -607,4 +607,35 @@ func TestConvertInputFormat(t *testing.T) {
 		t.Fatalf("import: exit %d, %q", code, errs)
 	}
 	sameBytes(t, "qemu-img reading the imported disk", qemuRead(t, dyn), want)
+}
+
+// TestInfoMissingParent: vhd info on a child whose parent is not there (the
+// real Windows diskpart child of the corpus, published without its parent)
+// still describes the child, marks the parent missing with every path tried,
+// and exits 1.
+func TestInfoMissingParent(t *testing.T) {
+	child := testenv.Unpack(t, testenv.CorpusDir(t), "real/dfvfs/fat-differential.vhd")
+	code, out, errs := runVHD("info", child)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, errs)
+	}
+	for _, w := range []string{"layer 0: " + child, "type:           differencing", `W2ru    ".\fat-parent.vhd"`, "layer 1: MISSING"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("info lacks %q:\n%s", w, out)
+		}
+	}
+	if !strings.Contains(errs, "parent not found") || !strings.Contains(errs, "fat-parent.vhd: no such file") {
+		t.Errorf("stderr does not say what is missing: %q", errs)
+	}
+	code, out, _ = runVHD("info", "--json", child)
+	var info struct {
+		Depth         int    `json:"depth"`
+		MissingParent string `json:"missing_parent"`
+	}
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if code != 1 || info.Depth != 0 || !strings.Contains(info.MissingParent, "parent not found") {
+		t.Errorf("--json: exit %d, depth %d, missing_parent %q", code, info.Depth, info.MissingParent)
+	}
 }

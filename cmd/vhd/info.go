@@ -41,13 +41,22 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return code
 	}
-	d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: parent})
+	d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: parent, AllowMissingParent: true})
 	if err != nil {
 		return fail(stderr, imageErr(image, err))
 	}
 	defer d.Close()
 	layers := d.Layers()
-	table, perr := partitions(d)
+	// A missing parent: the images found are described, the gap is marked,
+	// and the exit status says the chain is not whole.
+	code, missing := exitOK, ""
+	var table *partition.Table
+	var perr error
+	if err := d.MissingParent(); err != nil {
+		code, missing = exitFail, message(err)
+	} else {
+		table, perr = partitions(d)
+	}
 	if asJSON {
 		out := struct {
 			VirtualSize    int64              `json:"virtual_size"`
@@ -60,7 +69,8 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 			Partitions     []jsonPartition    `json:"partitions,omitempty"`
 			PartitionNotes []string           `json:"partition_notes,omitempty"`
 			PartitionError string             `json:"partition_error,omitempty"`
-		}{VirtualSize: d.Size(), AllocatedBytes: d.AllocatedBytes(), Depth: d.Depth(), Layers: layers}
+			MissingParent  string             `json:"missing_parent,omitempty"`
+		}{VirtualSize: d.Size(), AllocatedBytes: d.AllocatedBytes(), Depth: d.Depth(), Layers: layers, MissingParent: missing}
 		if perr != nil {
 			out.PartitionError = message(perr)
 		}
@@ -77,7 +87,10 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 		if err := writeJSON(stdout, out); err != nil {
 			return fail(stderr, err)
 		}
-		return exitOK
+		if missing != "" {
+			fmt.Fprintln(stderr, "vhd: "+missing)
+		}
+		return code
 	}
 	w := &strings.Builder{}
 	fmt.Fprintf(w, "virtual size:   %d bytes (%s)\n", d.Size(), humanSize(d.Size()))
@@ -119,9 +132,15 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
+	if missing != "" {
+		fmt.Fprintf(w, "\nlayer %d: MISSING (the parent of %s)\n", len(layers), layers[len(layers)-1].Path)
+	}
 	writePartitions(w, table, perr)
 	io.WriteString(stdout, w.String())
-	return exitOK
+	if missing != "" {
+		fmt.Fprintln(stderr, "vhd: "+missing)
+	}
+	return code
 }
 
 // writePartitions prints the partition table after the chain: nothing when
