@@ -29,6 +29,7 @@ race:
 # run with a bare "context deadline exceeded" (golang/go#75804, fixed in 1.27).
 fuzz:
 	$(GO) test ./format -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 300000x -timeout 5m
+	$(GO) test ./format -run '^$$' -fuzz '^FuzzWriteCrash$$' -fuzztime 1000x -fuzzminimizetime 10x -timeout 5m
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
