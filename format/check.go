@@ -207,7 +207,14 @@ func (l *layer) scanStructure(yield func(structProblem) bool) {
 	// Blocks: each against the data area and the metadata, then against
 	// each other, sorted by position. A key is entry<<32 | block number
 	// (both fit 32 bits: MaxTableEntries bounds the block count).
-	var keys []uint64
+	n := 0
+	for blk := range l.nblocks {
+		if l.entry(blk) != unallocated {
+			n++
+		}
+	}
+	keys := make([]uint64, 0, n)
+	sorted := true
 	for blk := range l.nblocks {
 		e := l.entry(blk)
 		if e == unallocated {
@@ -224,9 +231,13 @@ func (l *layer) scanStructure(yield func(structProblem) bool) {
 			}
 			continue
 		}
-		keys = append(keys, uint64(e)<<32|uint64(blk))
+		k := uint64(e)<<32 | uint64(blk)
+		sorted = sorted && (len(keys) == 0 || keys[len(keys)-1] < k)
+		keys = append(keys, k)
 	}
-	slices.Sort(keys)
+	if !sorted { // blocks written in order are often stored in order
+		slices.Sort(keys)
+	}
 	var prevEnd, prevStart, prevBlk int64 = -1, 0, 0
 	for _, k := range keys {
 		start, blk := int64(k>>32)*SectorSize, int64(k&0xFFFFFFFF)
