@@ -116,6 +116,15 @@ func TestQemuLocks(t *testing.T) {
 			t.Errorf("qemu-io %v while we write the child: %v %s; want it to read", c.args, err, out)
 		}
 	}
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		out, err := exec.Command("qemu-img", "info", "-f", "vpc", child).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "lock") {
+			t.Errorf("qemu-img info while we write the image: %v %s; want a refusal mentioning a lock", err, out)
+		}
+		if out, err := exec.Command("qemu-img", "info", "-U", "-f", "vpc", child).CombinedOutput(); err != nil {
+			t.Errorf("qemu-img info -U (force share) while we write the image: %v %s", err, out)
+		}
+	}
 	w.Close()
 	if out, err := qemuIO(t, "-f", "vpc", "-c", "read 0 512", child); err != nil {
 		t.Fatalf("qemu-io once we closed the child: %v %s", err, out)
