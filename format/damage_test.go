@@ -236,3 +236,30 @@ func TestVHDXRefused(t *testing.T) {
 		t.Fatalf("error %v; want ErrUnsupported saying it is a VHDX image", err)
 	}
 }
+
+// TestNewBlockPastLocatorClaim: a locator whose reserved space runs past the
+// end of the file still keeps new blocks out of that space.
+func TestNewBlockPastLocatorClaim(t *testing.T) {
+	const space = 4 << 20
+	fsys, f := damagedImage(t, func(img []byte) {
+		e := img[512+0x240:]
+		copy(e, "W2ku")
+		binary.BigEndian.PutUint32(e[4:], space)
+		binary.BigEndian.PutUint64(e[16:], 2048)
+		hdrResum(img)
+	})
+	if int64(len(f.b)) >= space {
+		t.Fatalf("the image (%d bytes) must be smaller than the locator space", len(f.b))
+	}
+	d, err := Open("/img/x.vhd", fsys.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.WriteAt([]byte{1}, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if start := int64(d.layers[0].entry(1)) * 512; start < 2048+space {
+		t.Fatalf("new block 1 at 0x%x, inside the locator space 0x800-0x%x", start, 2048+space)
+	}
+}

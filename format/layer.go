@@ -256,19 +256,25 @@ func (l *layer) readHeader(ignoreChecksum bool) error {
 		{int64(to), int64(to) + batBytes, int64(to) + fullBat, "BAT"},
 	}
 	l.readBatmap(int64(to) + fullBat)
+	var claimEnd int64
 	for i := range h.Locators {
 		loc := &h.Locators[i]
 		if !loc.used() {
 			continue
 		}
 		space := max(loc.dataSpaceBytes(), int64(loc.DataLength))
-		if loc.DataOffset > uint64(l.fileSize) || space > l.fileSize {
+		if loc.DataOffset > uint64(l.fileSize) {
 			continue // reported by Check; never trusted beyond the file
 		}
 		lo := int64(loc.DataOffset)
+		if space > l.fileSize {
+			// Not trusted for reads, but new blocks still go after it.
+			claimEnd = max(claimEnd, lo+space)
+			continue
+		}
 		l.meta = append(l.meta, interval{lo, lo + int64(loc.DataLength), lo + space, "parent locator " + fourCC(loc.Code)})
 	}
-	l.dataEnd = 0
+	l.dataEnd = claimEnd
 	for _, m := range l.meta {
 		l.dataEnd = max(l.dataEnd, m.reserve)
 	}
