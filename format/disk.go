@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -122,8 +123,11 @@ func fileOf(l lay.Layer) File {
 }
 
 func lockErr(path string, err error, why string) error {
-	if errors.Is(err, ErrLocked) {
+	if err == ErrLocked {
 		return &lockedError{path, why}
+	}
+	if errors.Is(err, ErrLocked) { // a qemu lock: its text says which permission and byte
+		return &lockedError{path, strings.TrimPrefix(err.Error(), ErrLocked.Error()+": ")}
 	}
 	return fmt.Errorf("vhd: %s: lock: %w", path, err)
 }
