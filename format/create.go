@@ -37,7 +37,10 @@ type CreateOptions struct {
 	// MaxVirtualSize. Ignored when Parent is set (the parent's size is used).
 	Size int64
 	// BlockSize of dynamic and differencing disks: a power of two from 512
-	// bytes to 256 MiB. Zero means DefaultBlockSize.
+	// bytes to 256 MiB. Zero means the parent's block size for a
+	// differencing disk over a dynamic or differencing parent (tools such as
+	// vhd-lib and Xen Orchestra refuse to merge chains of mixed block sizes),
+	// else DefaultBlockSize.
 	BlockSize int64
 	// Parent makes a differencing disk over the image at this path.
 	Parent string
@@ -50,6 +53,16 @@ type CreateOptions struct {
 // Create writes a new, empty image at path. It refuses to overwrite an
 // existing file, and removes what it wrote if it fails.
 func Create(path string, o CreateOptions) (err error) {
+	var parent *parentInfo
+	if o.Parent != "" {
+		if parent, err = readParentInfo(path, o.Parent); err != nil {
+			return err
+		}
+		o.Type, o.Size = TypeDifferencing, parent.size
+		if bs := parent.blockSize; o.BlockSize == 0 && bs >= SectorSize && bs <= maxBlockSize && bs&(bs-1) == 0 {
+			o.BlockSize = bs
+		}
+	}
 	if o.BlockSize == 0 {
 		o.BlockSize = DefaultBlockSize
 	}
@@ -61,13 +74,6 @@ func Create(path string, o CreateOptions) (err error) {
 	}
 	if o.Time.IsZero() {
 		o.Time = time.Now()
-	}
-	var parent *parentInfo
-	if o.Parent != "" {
-		if parent, err = readParentInfo(path, o.Parent); err != nil {
-			return err
-		}
-		o.Type, o.Size = TypeDifferencing, parent.size
 	}
 	if o.Size <= 0 || o.Size%SectorSize != 0 || o.Size > MaxVirtualSize {
 		return fmt.Errorf("vhd: size %d is not a positive multiple of 512 up to %d (2040 GiB)", o.Size, int64(MaxVirtualSize))
@@ -185,10 +191,11 @@ func layoutDynamic(ft *Footer, o CreateOptions, parent *parentInfo) ([]byte, err
 }
 
 type parentInfo struct {
-	uuid     uuid.UUID
-	size     int64
-	mtime    time.Time
-	abs, rel string // absolute path, and path relative to the child's directory
+	uuid      uuid.UUID
+	size      int64
+	blockSize int64 // 0 for a fixed parent
+	mtime     time.Time
+	abs, rel  string // absolute path, and path relative to the child's directory
 }
 
 // readParentInfo opens the would-be parent (with its whole chain, read-only)
@@ -220,5 +227,5 @@ func readParentInfo(child, parent string) (*parentInfo, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("vhd: %w", err)
 	}
-	return &parentInfo{uuid: top.footer.UniqueID, size: top.size, mtime: fi.ModTime(), abs: top.path, rel: rel}, nil
+	return &parentInfo{uuid: top.footer.UniqueID, size: top.size, blockSize: top.blockSize, mtime: fi.ModTime(), abs: top.path, rel: rel}, nil
 }

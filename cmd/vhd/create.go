@@ -13,7 +13,7 @@ func cmdCreate(args []string, stdout, stderr io.Writer) int {
 		"create --parent PARENT [--block-size N] IMAGE",
 	}, "Create an empty image of SIZE (512, 64M, 10G, 1T...: binary units, a multiple\nof 512 up to 2040G), or an empty differencing disk over PARENT, which gets\nPARENT's size. Never overwrites a file.", stdout, stderr)
 	typ := c.fs.String("t", "dynamic", "image type: `fixed|dynamic` (default dynamic)")
-	bs := c.fs.String("block-size", "", "`N`: block size of a dynamic or differencing disk, a power of two from 512 to 256M (default 2M)")
+	bs := c.fs.String("block-size", "", "`N`: block size of a dynamic or differencing disk, a power of two from 512 to 256M (default: the parent's with --parent, else 2M)")
 	parent := c.fs.String("parent", "", "create a differencing disk over `PARENT`")
 	pos, code, ok := c.parse(args)
 	if !ok {
