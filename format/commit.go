@@ -1,0 +1,401 @@
+package format
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	lay "github.com/vhdmount/vhdmount/format/layer"
+)
+
+// CommitOptions control Commit.
+type CommitOptions struct {
+	// Force commits although other children of the parent were found beside
+	// it (what they show changes), and removes (Remove) a child that has
+	// children of its own beside it.
+	Force bool
+	// Remove deletes the child once its data is in the parent, instead of
+	// emptying it.
+	Remove bool
+	// Progress, if set, is called as data is copied with the bytes copied so
+	// far and the total to copy.
+	Progress func(done, total int64)
+	// OpenFile opens a file of the chain, as Options.OpenFile.
+	OpenFile func(path string, write bool) (File, error)
+
+	// Tests replace the directory listing and file removal.
+	readDir func(dir string) ([]string, error)
+	remove  func(path string) error
+}
+
+// CommitResult says what Commit did.
+type CommitResult struct {
+	Child, Parent string // absolute paths
+	Bytes         int64  // bytes of data copied into the parent
+	Blocks        int64  // blocks of the child emptied
+	Removed       bool   // the child was deleted
+}
+
+// SiblingError refuses a commit into a parent that other children share:
+// their view of the disk would change. Siblings lists them.
+type SiblingError struct {
+	Parent   string
+	Siblings []string
+}
+
+func (e *SiblingError) Error() string {
+	return fmt.Sprintf("vhd: %s has other children beside it, whose contents would change: %s (use --force to commit anyway)",
+		e.Parent, strings.Join(e.Siblings, ", "))
+}
+
+// ChildrenError refuses to remove an image other images depend on.
+type ChildrenError struct {
+	Image    string
+	Children []string
+}
+
+func (e *ChildrenError) Error() string {
+	return fmt.Sprintf("vhd: %s is the parent of %s, which would lose their parent (use --force to remove it anyway)",
+		e.Image, strings.Join(e.Children, ", "))
+}
+
+// maxSiblingScan bounds the directory entries examined for siblings.
+const maxSiblingScan = 10000
+
+// commitChunk bounds the bytes copied per write into the parent.
+const commitChunk = 4 << 20
+
+// Commit writes the data of the differencing disk at child into its parent,
+// sector for sector (a partly written block copies only the sectors whose
+// bitmap bits are set), then empties the child, or deletes it with
+// o.Remove.
+//
+// It refuses when the child or the parent is in use (both are opened for
+// writing, which takes their locks), when the parent is damaged (its
+// writable open refuses), when the child is larger than its parent, and,
+// unless o.Force, when other children of the parent are found in its
+// directory (*SiblingError).
+//
+// Crash safety: at every instant the chain child -> parent reads the same
+// flat disk. The data goes into the parent first (the child still covers
+// those sectors, so what the chain shows does not depend on whether a
+// parent write landed); the parent is synced; then the child's BAT is reset
+// to unallocated in one write (any mix of old and new entries reads the
+// same, since the parent now holds the data) and synced; then a copy of the
+// footer is written where the metadata ends, synced, and the file truncated
+// after it (until the truncation the old footer still ends the file).
+func Commit(child string, o CommitOptions) (*CommitResult, error) {
+	opts := &Options{OpenFile: o.OpenFile}
+	if abs, err := filepath.Abs(child); err == nil {
+		child = abs
+	}
+	if err := refuseVHDX(opts, child, "commit"); err != nil {
+		return nil, err
+	}
+	cl, err := openLocked(child, opts, "it is open for writing elsewhere (a mount?)")
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	if cl.footer.DiskType != TypeDifferencing {
+		return nil, fmt.Errorf("vhd: %s: not a differencing disk: it has no parent to commit into", child)
+	}
+	// Find the parent as a read-only open would, then open it for writing.
+	shell := &Disk{layers: []lay.Layer{cl}, found: []lay.Candidate{{}}}
+	p, _, err := shell.openParent(cl, opts, "")
+	if err != nil {
+		return nil, err
+	}
+	parent := p.Path()
+	p.Close()
+	if err := refuseVHDX(opts, parent, "commit into a VHDX parent"); err != nil {
+		return nil, err
+	}
+	pd, err := Open(parent, opts)
+	if err != nil {
+		return nil, fmt.Errorf("vhd: cannot commit %s into its parent: %w", child, err)
+	}
+	defer pd.Close()
+	pl := pd.top
+	if pl == nil || pl.footer.UniqueID != cl.hdr.ParentUniqueID {
+		return nil, fmt.Errorf("vhd: %s: %w: the parent changed while it was being opened", parent, ErrParentMismatch)
+	}
+	if cl.size > pl.size {
+		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, cl.size, parent, pl.size)
+	}
+	o.fill()
+	if !o.Force {
+		sib, err := o.children(opts, filepath.Dir(parent), pl, []string{child, parent})
+		if err != nil {
+			return nil, err
+		}
+		if len(sib) > 0 {
+			return nil, &SiblingError{Parent: parent, Siblings: sib}
+		}
+		if o.Remove {
+			kids, err := o.children(opts, filepath.Dir(child), cl, []string{child, parent})
+			if err != nil {
+				return nil, err
+			}
+			if len(kids) > 0 {
+				return nil, &ChildrenError{Image: child, Children: kids}
+			}
+		}
+	}
+
+	res := &CommitResult{Child: child, Parent: parent}
+	total, err := cl.storedBytes()
+	if err != nil {
+		return nil, err
+	}
+	var runs []lay.Run
+	buf := make([]byte, min(commitChunk, cl.blockSize))
+	for blk := range cl.nblocks {
+		if cl.entry(blk) == unallocated {
+			continue
+		}
+		res.Blocks++
+		off0 := blk * cl.blockSize
+		if runs, err = cl.Map(runs[:0], off0, min(cl.blockSize, cl.size-off0)); err != nil {
+			return nil, err
+		}
+		pos := off0
+		for _, r := range runs {
+			if r.State == lay.Data {
+				for done := int64(0); done < r.Len; {
+					n := min(r.Len-done, int64(len(buf)))
+					if err := cl.readData(buf[:n], r.FileOff+done); err != nil {
+						return nil, err
+					}
+					if _, err := pd.WriteAt(buf[:n], pos+done); err != nil {
+						return nil, err
+					}
+					done += n
+					res.Bytes += n
+					if o.Progress != nil {
+						o.Progress(res.Bytes, total)
+					}
+				}
+			}
+			pos += r.Len
+		}
+	}
+	if err := pd.Sync(); err != nil {
+		return nil, err
+	}
+	if o.Remove {
+		if err := o.remove(child); err != nil {
+			return nil, fmt.Errorf("vhd: %s: its data is in %s, but removing it failed: %w", child, parent, err)
+		}
+		res.Removed = true
+		return res, nil
+	}
+	if err := cl.empty(); err != nil {
+		return nil, fmt.Errorf("%w (its data is already in %s: the chain reads the same)", err, parent)
+	}
+	return res, nil
+}
+
+func (o *CommitOptions) fill() {
+	if o.readDir == nil {
+		o.readDir = func(dir string) ([]string, error) {
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				return nil, err
+			}
+			var out []string
+			for _, e := range ents {
+				out = append(out, filepath.Join(dir, e.Name()))
+			}
+			return out, nil
+		}
+	}
+	if o.remove == nil {
+		o.remove = os.Remove
+	}
+}
+
+// openLocked opens one VHD file for writing, locked exclusively; a damaged
+// image is refused (openLayer checks it).
+func openLocked(path string, opts *Options, why string) (*layer, error) {
+	f, err := opts.openFile(path, true)
+	if err != nil {
+		return nil, fmt.Errorf("vhd: %w", err)
+	}
+	if err := lockFile(f, true); err != nil {
+		f.Close()
+		return nil, lockErr(path, err, why)
+	}
+	l, err := openLayer(path, f, opts, false)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// refuseVHDX refuses an operation that writes VHD structures on a VHDX
+// image.
+func refuseVHDX(opts *Options, path, what string) error {
+	f, err := opts.openFile(path, false)
+	if err != nil {
+		return nil // the open that follows reports it
+	}
+	defer f.Close()
+	var b [8]byte
+	if n, _ := f.ReadAt(b[:], 0); n == len(b) && string(b[:]) == "vhdxfile" {
+		return fmt.Errorf("vhd: %s: %w: %s is not supported for VHDX yet (VHDX images are read-only here)", path, ErrUnsupported, what)
+	}
+	return nil
+}
+
+// children lists the differencing VHDs in dir whose parent unique id is
+// l's unique id, leaving out the paths in skip.
+func (o *CommitOptions) children(opts *Options, dir string, l *layer, skip []string) ([]string, error) {
+	names, err := o.readDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("vhd: looking for other children of %s: %w", l.path, err)
+	}
+	var skipInfo []os.FileInfo
+	for _, s := range skip {
+		if fi, err := os.Stat(s); err == nil {
+			skipInfo = append(skipInfo, fi)
+		}
+	}
+	var out []string
+	for i, p := range names {
+		if i >= maxSiblingScan {
+			break
+		}
+		if isIn(p, skip, skipInfo) {
+			continue
+		}
+		f, err := opts.openFile(p, false)
+		if err != nil {
+			continue // not a regular file, or unreadable: not a child we can see
+		}
+		c, err := openLayer(p, f, &Options{}, true)
+		if err != nil {
+			f.Close()
+			continue
+		}
+		if c.footer.DiskType == TypeDifferencing && c.hdr.ParentUniqueID == l.footer.UniqueID {
+			out = append(out, p)
+		}
+		c.Close()
+	}
+	return out, nil
+}
+
+func isIn(p string, paths []string, infos []os.FileInfo) bool {
+	for _, s := range paths {
+		if s == p {
+			return true
+		}
+	}
+	if fi, err := os.Stat(p); err == nil {
+		for _, s := range infos {
+			if os.SameFile(fi, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// storedBytes returns the bytes of data the layer stores (sectors whose
+// bitmap bits are set).
+func (l *layer) storedBytes() (int64, error) {
+	var total int64
+	var runs []lay.Run
+	for blk := range l.nblocks {
+		if l.entry(blk) == unallocated {
+			continue
+		}
+		off0 := blk * l.blockSize
+		var err error
+		if runs, err = l.Map(runs[:0], off0, min(l.blockSize, l.size-off0)); err != nil {
+			return 0, err
+		}
+		for _, r := range runs {
+			if r.State == lay.Data {
+				total += r.Len
+			}
+		}
+	}
+	return total, nil
+}
+
+// metaEnd returns where the layer's metadata ends: past the footer copy,
+// header, BAT, batmap and every locator's reserved space, rounded up to a
+// sector.
+func (l *layer) metaEnd() int64 {
+	var end int64
+	for _, m := range l.meta {
+		end = max(end, m.reserve)
+	}
+	for i := range l.hdr.Locators {
+		loc := &l.hdr.Locators[i]
+		if loc.used() && loc.DataOffset <= uint64(l.fileSize) {
+			end = max(end, int64(loc.DataOffset)+max(loc.dataSpaceBytes(), int64(loc.DataLength)))
+		}
+	}
+	return roundUp(end, SectorSize)
+}
+
+// empty resets every BAT entry of a dynamic or differencing layer to
+// unallocated and gives the blocks' space back. Order: a batmap is cleared
+// (its bits claim blocks fully present), then the whole BAT is written in
+// one write and synced; only then, when no entry names a block any more, is
+// a copy of the footer written where the metadata ends, synced, and the
+// file truncated after it.
+func (l *layer) empty() error {
+	if l.batmapOff != 0 {
+		if err := l.writeFile(make([]byte, l.batmapSize), l.batmapOff, "batmap"); err != nil {
+			return err
+		}
+		// The batmap header's checksum (at +24): the one's complement of
+		// the byte sum of the map, all zeros now.
+		if err := l.writeFile([]byte{0xFF, 0xFF, 0xFF, 0xFF}, l.batmapHdrOff+24, "batmap checksum"); err != nil {
+			return err
+		}
+	}
+	table := make([]byte, int64(l.hdr.MaxTableEntries)*4)
+	for i := range table {
+		table[i] = 0xFF
+	}
+	if err := l.writeFile(table, int64(l.hdr.TableOffset), "BAT"); err != nil {
+		return err
+	}
+	if err := l.sync(); err != nil {
+		return err
+	}
+	for blk := range l.bat {
+		l.bat[blk] = unallocated
+		l.bitmaps[blk].Store(nil)
+	}
+	end := l.metaEnd()
+	if end >= l.footerOff {
+		return nil
+	}
+	if err := l.writeFile(l.footerRaw[:], end, "footer"); err != nil {
+		return err
+	}
+	if err := l.sync(); err != nil {
+		return err
+	}
+	if err := l.f.Truncate(end + footerSize); err != nil {
+		return fmt.Errorf("vhd: %s: truncate to %d bytes: %w", l.path, end+footerSize, err)
+	}
+	l.footerOff = end
+	l.dataLimit.Store(end)
+	return l.sync()
+}
+
+func (l *layer) sync() error {
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("vhd: %s: sync: %w", l.path, err)
+	}
+	return nil
+}
