@@ -5,6 +5,8 @@
 //	vhd create --parent PARENT [--block-size N] IMAGE
 //	vhd convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST
 //	vhd check [--json] [--parent PATH] IMAGE
+//	vhd commit [--remove] [--force] CHILD
+//	vhd relink --parent NEWPATH CHILD
 //	vhd --version
 //
 // Exit status: 0 success, 1 failure (for check: problems found), 2 usage
@@ -52,6 +54,11 @@ Commands:
         all-zero ranges stay sparse
   check [--json] [--parent PATH] IMAGE
         validate the structure of an image and its chain
+  commit [--remove] [--force] CHILD
+        write a differencing disk's data into its parent, then empty
+        (or remove) it
+  relink --parent NEWPATH CHILD
+        point a differencing disk at its moved or renamed parent
 
 Run 'vhd COMMAND --help' for the options of a command, 'vhd --version' for
 the version.
@@ -71,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"create":  cmdCreate,
 		"convert": cmdConvert,
 		"check":   cmdCheck,
+		"commit":  cmdCommit,
+		"relink":  cmdRelink,
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
