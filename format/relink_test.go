@@ -71,7 +71,7 @@ func TestRelink(t *testing.T) {
 	long := "/img/" + strings.Repeat("a-long-directory-name-", 14)
 	for _, c := range []struct {
 		name, childDir, parent string
-		relocated               []string
+		relocated              []string
 	}{
 		{"renamed", "/img", "/img/renamed-parent.vhd", nil},
 		{"moved-far", long, long + "/p.vhd", []string{"W2ku"}},

@@ -16,6 +16,9 @@ type config struct {
 	parent            string
 	ignoreChecksums   bool
 	logFile           string
+	overlay           string // --overlay CHILD
+	snapshot          bool   // --snapshot
+	child             string // the overlay or snapshot child mounted (set when it is ready)
 	help              bool
 	version           bool
 }
@@ -36,6 +39,15 @@ Options (also accepted as -o opt1,opt2,... anywhere on the line):
   -d, --debug, -o debug    log every FUSE request (implies --foreground)
   --parent PATH, --parent=PATH, -o parent=PATH
                            use PATH as IMAGE's parent instead of its locators
+  --overlay CHILD, --overlay=CHILD, -o overlay=CHILD
+                           mount read-write the differencing disk CHILD
+                           over IMAGE, created (with IMAGE's block size)
+                           unless it is already a child of IMAGE; writes go
+                           to CHILD, IMAGE and its parents are only read
+  --snapshot, -o snapshot  the same with a temporary child, removed when
+                           the mount ends; works on an image you cannot
+                           write ($TMPDIR/vhdmount-snapshots-UID, default
+                           /var/tmp/...)
   --ignore-checksums, -o ignore_checksums
                            accept bad footer/header checksums (forces --ro)
   --log FILE, --log=FILE, -o log=FILE
@@ -100,7 +112,7 @@ func parseArgs(args []string) (*config, error) {
 			if err := c.mountOptions(a[2:]); err != nil {
 				return nil, err
 			}
-		case name == "--parent" || name == "--log":
+		case name == "--parent" || name == "--log" || name == "--overlay":
 			v := val
 			if !hasVal {
 				var err error
@@ -117,6 +129,8 @@ func parseArgs(args []string) (*config, error) {
 			c.ro = true
 		case a == "--allow-other":
 			c.allowOther = true
+		case a == "--snapshot":
+			c.snapshot = true
 		case a == "-f" || a == "--foreground":
 			c.foreground = true
 		case a == "-d" || a == "--debug":
@@ -140,6 +154,9 @@ func parseArgs(args []string) (*config, error) {
 		return nil, fmt.Errorf("want IMAGE and MOUNTPOINT, got %d argument(s)", len(pos))
 	}
 	c.image, c.mountpoint = pos[0], pos[1]
+	if err := c.checkOverlay(); err != nil {
+		return nil, err
+	}
 	// An empty path would mean the working directory to mount(2) and to
 	// filepath.Abs: refuse it rather than mount over where the user stands.
 	if c.image == "" {
@@ -161,6 +178,30 @@ func (c *config) set(name, v string) error {
 		c.parent = v
 	case "log":
 		c.logFile = v
+	case "overlay":
+		c.overlay = v
+	}
+	return nil
+}
+
+// checkOverlay refuses what does not combine with --overlay or --snapshot.
+func (c *config) checkOverlay() error {
+	what := "--overlay"
+	switch {
+	case c.overlay != "" && c.snapshot:
+		return errors.New("--overlay and --snapshot exclude each other")
+	case c.snapshot:
+		what = "--snapshot"
+	case c.overlay == "":
+		return nil
+	}
+	switch {
+	case c.ignoreChecksums:
+		return fmt.Errorf("%s needs a writable mount; --ignore-checksums mounts read-only", what)
+	case c.ro:
+		return fmt.Errorf("%s mounts read-write; drop --ro (a read-only mount needs no overlay)", what)
+	case c.parent != "":
+		return fmt.Errorf("--parent does not combine with %s (it would name the overlay's parent, which is IMAGE)", what)
 	}
 	return nil
 }
@@ -179,7 +220,9 @@ func (c *config) mountOptions(list string) error {
 			c.debug, c.foreground = true, true
 		case k == "ignore_checksums":
 			c.ignoreChecksums, c.ro = true, true
-		case (k == "parent" || k == "log") && hasV:
+		case k == "snapshot" && !hasV:
+			c.snapshot = true
+		case (k == "parent" || k == "log" || k == "overlay") && hasV:
 			if err := c.set(k, v); err != nil {
 				return err
 			}

@@ -68,7 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rep := newReporter(stderr)
 	return serve(c, rep, func(err error) {
 		if err == nil {
-			rep.Printf("%s mounted at %s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName))
+			rep.Printf("%s mounted at %s%s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName), c.overlayNote())
 		}
 	})
 }
@@ -132,7 +132,7 @@ func runDetached(c *config) int {
 	return serve(c, rep, func(err error) {
 		rep.remove(early)
 		if err == nil {
-			rep.Note("%s mounted at %s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName))
+			rep.Note("%s mounted at %s%s", c.image, filepath.Join(c.mountpoint, vhdfs.FileName), c.overlayNote())
 			early.WriteString(readyOK)
 		}
 		io.WriteString(ready, early.String())
@@ -159,8 +159,15 @@ func serve(c *config, rep *reporter, ready func(error)) int {
 			return exitFail
 		}
 	}
+	ov, err := prepareOverlay(c, rep)
+	if err != nil {
+		rep.Printf("%s", strings.TrimPrefix(err.Error(), "vhd: "))
+		ready(err)
+		return exitFail
+	}
 	d, srv, err := mount(c, rep)
 	if err != nil {
+		ov.done(false, rep)
 		rep.Printf("%s", strings.TrimPrefix(err.Error(), "vhd: "))
 		ready(err)
 		return exitFail
@@ -189,6 +196,7 @@ func serve(c *config, rep *reporter, ready func(error)) int {
 		rep.Printf("%v", err)
 		code = exitFail
 	}
+	ov.done(true, rep)
 	rep.Note("%s unmounted from %s; exit status %d", c.image, c.mountpoint, code)
 	return code
 }
@@ -214,8 +222,12 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 	} else if mounted {
 		return nil, nil, fmt.Errorf("mountpoint %s is already a mount point; unmount it first", c.mountpoint)
 	}
+	image := c.image
+	if c.child != "" {
+		image = c.child // IMAGE is the overlay's parent, only read
+	}
 	ro := c.ro
-	if !ro {
+	if !ro && c.child == "" {
 		if err := syscall.Access(c.image, 2 /* W_OK */); err != nil {
 			if _, serr := os.Stat(c.image); serr == nil {
 				// A read-only image gives a read-only mount; say so, as
@@ -226,31 +238,37 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 		}
 	}
 	opts := &format.Options{ReadOnly: ro, Parent: c.parent, IgnoreChecksums: c.ignoreChecksums}
-	d, err := format.Open(c.image, opts)
+	d, err := format.Open(image, opts)
 	// umount returns before the previous server has synced and closed the
 	// image: give a server that is shutting down a moment to let go. A live
 	// mount will not let go: name it and fail at once.
 	for deadline := time.Now().Add(lockWait); errors.Is(err, format.ErrLocked); {
-		if at := lockHolder(c); at != "" {
-			return nil, nil, fmt.Errorf("%s: image in use by the mount at %s; unmount it first", c.image, at)
+		if at := lockHolder(&config{image: image, parent: c.parent}); at != "" {
+			return nil, nil, fmt.Errorf("%s: image in use by the mount at %s; unmount it first", image, at)
 		}
 		if time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
-		d, err = format.Open(c.image, opts)
+		d, err = format.Open(image, opts)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	w := &watchedDisk{Disk: d}
-	if !d.ReadOnly() {
-		if err := w.watch(c.image); err != nil {
+	if c.child != "" {
+		if err := checkOverlayParent(c, d); err != nil {
 			d.Close()
 			return nil, nil, err
 		}
 	}
-	abs, _ := filepath.Abs(c.image)
+	w := &watchedDisk{Disk: d}
+	if !d.ReadOnly() {
+		if err := w.watch(image); err != nil {
+			d.Close()
+			return nil, nil, err
+		}
+	}
+	abs, _ := filepath.Abs(image)
 	var srv *fuse.Server
 	helperSaid, err := captureStderr(func() error {
 		var err error
