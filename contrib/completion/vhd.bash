@@ -6,11 +6,11 @@ _vhd()
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-            info|create|convert|check) cmd=${COMP_WORDS[i]}; break ;;
+            info|create|convert|check|commit|relink) cmd=${COMP_WORDS[i]}; break ;;
         esac
     done
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W 'info create convert check --help --version' -- "$cur"))
+        COMPREPLY=($(compgen -W 'info create convert check commit relink --help --version' -- "$cur"))
         return
     fi
     case $prev in
@@ -26,6 +26,8 @@ _vhd()
             info|check) opts='--json --parent --help' ;;
             create) opts='-t --block-size --parent --help' ;;
             convert) opts='-O -f --block-size --parent --force --sync --help' ;;
+            commit) opts='--remove --force --help' ;;
+            relink) opts='--parent --help' ;;
         esac
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
         return

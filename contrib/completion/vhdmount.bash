@@ -4,22 +4,22 @@ _vhdmount()
 {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     case $prev in
-        --parent) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        --parent|--overlay) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
         -o)
             local done=${cur%"${cur##*,}"}
-            COMPREPLY=($(compgen -P "$done" -W 'ro allow_other debug parent= ignore_checksums nofail defaults' -- "${cur##*,}"))
+            COMPREPLY=($(compgen -P "$done" -W 'ro allow_other debug parent= overlay= snapshot ignore_checksums nofail defaults' -- "${cur##*,}"))
             compopt -o nospace 2>/dev/null
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W '--ro --allow-other -f --foreground -d --debug --parent --ignore-checksums -o --help' -- "$cur"))
+        COMPREPLY=($(compgen -W '--ro --allow-other -f --foreground -d --debug --parent --overlay --snapshot --ignore-checksums -o --help' -- "$cur"))
         return
     fi
     # IMAGE, then MOUNTPOINT (a directory).
     local i n=0
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-            --parent|-o) ((i++)) ;;
+            --parent|--overlay|-o) ((i++)) ;;
             -*) ;;
             *) ((n++)) ;;
         esac
