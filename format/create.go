@@ -155,9 +155,14 @@ func layoutDynamic(ft *Footer, o CreateOptions, parent *parentInfo) ([]byte, err
 	if parent != nil {
 		h.ParentUniqueID = parent.uuid
 		h.ParentTimestamp = TimeToVHD(parent.mtime)
+		// The relative path, else the absolute one (a temporary child far
+		// from its parent); the locators carry both.
 		name := encodeUTF16(parent.rel, binary.BigEndian)
 		if len(name) > len(h.ParentUnicodeName) {
-			return nil, fmt.Errorf("vhd: parent path %q is longer than the header's 256 UTF-16 units; put the child nearer its parent", parent.rel)
+			name = encodeUTF16(parent.abs, binary.BigEndian)
+		}
+		if len(name) > len(h.ParentUnicodeName) {
+			return nil, fmt.Errorf("vhd: parent path %q is longer than the header's 256 UTF-16 units, relative or absolute; put the child nearer its parent", parent.rel)
 		}
 		copy(h.ParentUnicodeName[:], name)
 		payloads := []struct {
