@@ -175,3 +175,50 @@ func TestRelinkCrashCuts(t *testing.T) {
 		}
 	}
 }
+
+// TestRelinkAddsLocators: a child that names its parent only by W2ru and the
+// header name gets a W2ku locator too, in new space at the end of the file.
+func TestRelinkAddsLocators(t *testing.T) {
+	rng := rand.New(rand.NewPCG(63, 63))
+	const size = 1 << 20
+	chain := []*tLayer{randomLayer(rng, 4, size, 64<<10, 1), randomLayer(rng, 3, size, 64<<10, 2)}
+	old := chainFS(chain)
+	fsys := memFS{"/img/layer0.vhd": old["/img/layer0.vhd"], "/img/moved.vhd": old["/img/layer1.vhd"]}
+	fsys["/img/moved.vhd"].name = "/img/moved.vhd"
+	before := fsys["/img/layer0.vhd"].bytes()
+	res, err := Relink("/img/layer0.vhd", "/img/moved.vhd", fsys.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Added, []string{"W2ku"}) || !slices.Equal(res.InPlace, []string{"W2ru"}) {
+		t.Errorf("result %+v, want W2ru rewritten and W2ku added", res)
+	}
+	headerFieldsKept(t, before, fsys["/img/layer0.vhd"].bytes())
+	got, d := readFlat(t, fsys, "/img/layer0.vhd")
+	defer d.Close()
+	if !bytes.Equal(got, flat(chain)) {
+		t.Fatal("relinked chain differs from the model")
+	}
+	if probs := d.Check(); len(probs) > 0 {
+		t.Errorf("check: %v", probs)
+	}
+	var codes []string
+	for _, l := range d.Layers()[0].Locators {
+		codes = append(codes, l.Code+"="+l.Path)
+	}
+	if !slices.Contains(codes, `W2ku=\img\moved.vhd`) || !slices.Contains(codes, `W2ru=.\moved.vhd`) {
+		t.Errorf("locators %v", codes)
+	}
+	// A block written after the relink goes past the new locator space.
+	w, err := Open("/img/layer0.vhd", fsys.opts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteAt(bytes.Repeat([]byte{9}, 4096), size-4096)
+	w.Close()
+	_, d2 := readFlat(t, fsys, "/img/layer0.vhd")
+	defer d2.Close()
+	if probs := d2.Check(); len(probs) > 0 {
+		t.Errorf("check after a write: %v", probs)
+	}
+}
