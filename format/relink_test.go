@@ -222,3 +222,27 @@ func TestRelinkAddsLocators(t *testing.T) {
 		t.Errorf("check after a write: %v", probs)
 	}
 }
+
+// TestRelinkLocked: a child open for writing (a mount) is not relinked.
+func TestRelinkLocked(t *testing.T) {
+	dir := t.TempDir()
+	base, child := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "child.vhd")
+	if err := Create(base, CreateOptions{Type: TypeDynamic, Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(child, CreateOptions{Parent: base}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Open(child, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	before, _ := os.ReadFile(child)
+	if _, err := Relink(child, base, nil); !errors.Is(err, ErrLocked) {
+		t.Errorf("relink of a child open for writing: %v, want ErrLocked", err)
+	}
+	if after, _ := os.ReadFile(child); !bytes.Equal(before, after) {
+		t.Error("a refused relink changed the child")
+	}
+}
