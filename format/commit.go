@@ -271,6 +271,9 @@ func (o *CommitOptions) children(opts *Options, dir string, l *layer, skip []str
 		if isIn(p, skip, skipInfo) {
 			continue
 		}
+		if fi, err := os.Stat(p); err == nil && !fi.Mode().IsRegular() {
+			continue // never opened: opening some devices has effects
+		}
 		f, err := opts.openFile(p, false)
 		if err != nil {
 			continue // not a regular file, or unreadable: not a child we can see
