@@ -81,7 +81,7 @@ func prepareOverlay(c *config, rep *reporter) (*overlayChild, error) {
 	}
 	if err := format.Create(o.path, format.CreateOptions{Parent: c.image}); err != nil {
 		o.done(false, rep)
-		return nil, fmt.Errorf("creating the %s child %s: %w", strings.TrimPrefix(what, "--"), o.path, err)
+		return nil, fmt.Errorf("creating the %s child %s: %s", strings.TrimPrefix(what, "--"), o.path, strings.TrimPrefix(err.Error(), "vhd: "))
 	}
 	o.created = true
 	c.child = o.path
