@@ -272,3 +272,44 @@ func TestSnapshotMountHelper(t *testing.T) {
 		t.Error("the image changed")
 	}
 }
+
+// TestOverlayOverChain: an overlay and a snapshot over a differencing IMAGE
+// leave IMAGE and its parent byte-identical, and the overlay's chain (three
+// images) reads what was written over the base's data.
+func TestOverlayOverChain(t *testing.T) {
+	requireMount(t)
+	dir := tempDir(t)
+	raw := filepath.Join(dir, "base.raw")
+	data := bytes.Repeat([]byte("base data, "), 800000) // 8.8 MB, not block-aligned
+	data = data[:8<<20]
+	if err := os.WriteFile(raw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, mid := filepath.Join(dir, "base.vhd"), filepath.Join(dir, "mid.vhd")
+	mustRun(t, bin("vhd"), "convert", "-O", "dynamic", raw, base)
+	mustRun(t, bin("vhd"), "create", "--parent", base, mid)
+	sums := map[string]string{}
+	for _, p := range []string{base, mid} {
+		sums[p], _ = sha256File(t, p)
+	}
+	child := filepath.Join(tempDir(t), "top.vhd")
+	for _, args := range [][]string{{"--snapshot"}, {"--overlay", child}} {
+		m := mountImage(t, mid, args...)
+		if got := readAt(t, m.file, 4096, 1<<20); !bytes.Equal(got, data[1<<20:1<<20+4096]) {
+			t.Errorf("%v: disk.raw does not show the base's data", args)
+		}
+		writeAt(t, m.file, bytes.Repeat([]byte{0x5A}, 3000), 1<<20+100)
+		m.unmount(t)
+	}
+	for p, s := range sums {
+		if now, _ := sha256File(t, p); now != s {
+			t.Errorf("%s changed", p)
+		}
+	}
+	checkClean(t, child)
+	want := append([]byte(nil), data...)
+	copy(want[1<<20+100:], bytes.Repeat([]byte{0x5A}, 3000))
+	if got := flatView(t, child); !bytes.Equal(got, want) {
+		t.Error("the overlay's chain does not read the base with the write over it")
+	}
+}
