@@ -56,7 +56,7 @@ func (l *tLayer) state(b int64) int {
 	return l.defState
 }
 
-func (l *tLayer) ratio() int64 { return (1 << 23) * int64(l.lss) / l.bs }
+func (l *tLayer) ratio() int64   { return (1 << 23) * int64(l.lss) / l.bs }
 func (l *tLayer) nblocks() int64 { return (l.size + l.bs - 1) / l.bs }
 
 // pattern fills b (one logical sector) with the content of sector s of
