@@ -225,7 +225,7 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 		entries = nchunks * (ratio + 1)
 	}
 	batLen := (entries*8 + tMiB - 1) / tMiB * tMiB
-	bat := make([]byte, batLen)
+	bat := tBAT{}
 
 	// Blocks to place: allocated payload blocks and the chunks' bitmaps.
 	type piece struct {
@@ -256,14 +256,14 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 	spb := l.bs / ss
 	for _, p := range pieces {
 		if p.bitmap {
-			binary.LittleEndian.PutUint64(bat[8*(p.n*(ratio+1)+ratio):], uint64(at)|tFully)
+			bat[p.n*(ratio+1)+ratio] = uint64(at) | tFully
 			bitmaps[p.n] = make([]byte, tMiB)
 			bitmapAt[p.n] = at
 			at += tMiB
 			continue
 		}
 		b := p.n
-		binary.LittleEndian.PutUint64(bat[8*(b+b/ratio):], uint64(at)|uint64(l.state(b)))
+		bat[b+b/ratio] = uint64(at) | uint64(l.state(b))
 		blockAt[b] = at
 		need := min(l.bs, l.size-b*l.bs)
 		// Write the block's sectors; a PARTIALLY_PRESENT block gets its
@@ -301,8 +301,11 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 		im.put(bitmapAt[c], bm)
 	}
 	for b := int64(0); b < nb; b++ {
+		if _, ok := l.states[b]; !ok && l.defState == tNotPresent {
+			continue
+		}
 		if s := l.state(b); s != tFully && s != tPartial && s != tNotPresent {
-			binary.LittleEndian.PutUint64(bat[8*(b+b/ratio):], uint64(s))
+			bat[b+b/ratio] = uint64(s)
 		}
 	}
 	fileEnd := max(at, int64(batOff+batLen))
@@ -425,7 +428,7 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 	}
 
 	if !l.pendingLog {
-		im.put(batOff, bat)
+		bat.write(im, batOff, -1)
 		im.size = max(im.size, fileEnd)
 		return nil
 	}
@@ -456,9 +459,8 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 	for i := range junkBAT {
 		junkBAT[i] = 0xFF
 	}
-	diskBAT := append([]byte(nil), bat...)
-	copy(diskBAT, junkBAT)
-	im.put(batOff, diskBAT)
+	bat.write(im, batOff, 0)
+	im.put(batOff, junkBAT)
 	im.put(x, junk) // overrides the block's first 4 KiB
 	im.size = max(im.size, fileEnd)
 	fe := im.size
@@ -474,9 +476,34 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 	e1 := logLen - 4*tKiB
 	place(e1-8*tKiB, tLogEntry(41, uint32(e1-8*tKiB), logGUID, fe, fe, []tDesc{{fileOff: y, data: junk}}))
 	place(e1, tLogEntry(42, uint32(e1), logGUID, fe, fe, []tDesc{{zero: true, fileOff: batOff, zeroLen: 4 * tKiB}, {fileOff: x, data: junk}}))
-	place(4*tKiB, tLogEntry(43, uint32(e1), logGUID, fe, fe, []tDesc{{fileOff: batOff, data: bat[:4*tKiB]}, {fileOff: x, data: truth}}))
+	place(4*tKiB, tLogEntry(43, uint32(e1), logGUID, fe, fe, []tDesc{{fileOff: batOff, data: bat.page(0)}, {fileOff: x, data: truth}}))
 	im.put(logOff, log)
 	return nil
+}
+
+// tBAT holds the non-zero BAT entries.
+type tBAT map[int64]uint64
+
+// page returns 4 KiB page p of the BAT.
+func (t tBAT) page(p int64) []byte {
+	b := make([]byte, 4*tKiB)
+	for i := int64(0); i < 512; i++ {
+		binary.LittleEndian.PutUint64(b[8*i:], t[p*512+i])
+	}
+	return b
+}
+
+// write writes the pages that hold non-zero entries, except page skip.
+func (t tBAT) write(im *tImage, off, skip int64) {
+	pages := map[int64]bool{}
+	for i := range t {
+		pages[i/512] = true
+	}
+	for p := range pages {
+		if p != skip {
+			im.put(off+p*4*tKiB, t.page(p))
+		}
+	}
 }
 
 // expectBlock returns bytes [from, from+n) of block b of the layer alone.
