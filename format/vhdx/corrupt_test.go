@@ -254,7 +254,7 @@ func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 func (m *memFile) WriteAt(p []byte, off int64) (int, error) { return 0, errors.New("read-only") }
-func (m *memFile) Stat() (os.FileInfo, error)                { return memInfo{int64(len(m.b))}, nil }
-func (m *memFile) Truncate(int64) error                      { return errors.New("read-only") }
-func (m *memFile) Sync() error                               { return nil }
-func (m *memFile) Close() error                              { return nil }
+func (m *memFile) Stat() (os.FileInfo, error)               { return memInfo{int64(len(m.b))}, nil }
+func (m *memFile) Truncate(int64) error                     { return errors.New("read-only") }
+func (m *memFile) Sync() error                              { return nil }
+func (m *memFile) Close() error                             { return nil }

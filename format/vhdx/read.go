@@ -18,7 +18,21 @@ const (
 
 // batEntry returns BAT entry i, which the caller keeps below l.batEntries.
 func (l *Layer) batEntry(i int64) (uint64, error) {
-	pg := i / batPageEntries
+	p, err := l.batPage(i / batPageEntries)
+	if err != nil {
+		return 0, err
+	}
+	return p.e[i%batPageEntries], nil
+}
+
+// batPg is a page of the BAT.
+type batPg struct {
+	e    []uint64
+	zero bool // every entry is 0 (NOT_PRESENT)
+}
+
+// batPage returns page pg of the BAT (entries pg*batPageEntries on), cached.
+func (l *Layer) batPage(pg int64) (*batPg, error) {
 	l.cacheMu.Lock()
 	p := l.batPages[pg]
 	l.cacheMu.Unlock()
@@ -26,11 +40,12 @@ func (l *Layer) batEntry(i int64) (uint64, error) {
 		n := min(int64(batPageEntries), l.bat.Length/8-pg*batPageEntries)
 		raw := make([]byte, n*8)
 		if err := l.readAt(raw, l.bat.Off+pg*batPageEntries*8, "BAT"); err != nil {
-			return 0, err
+			return nil, err
 		}
-		p = make([]uint64, n)
-		for k := range p {
-			p[k] = binary.LittleEndian.Uint64(raw[8*k:])
+		p = &batPg{e: make([]uint64, n), zero: true}
+		for k := range p.e {
+			p.e[k] = binary.LittleEndian.Uint64(raw[8*k:])
+			p.zero = p.zero && p.e[k] == 0
 		}
 		l.cacheMu.Lock()
 		if len(l.batPages) >= maxBATPages {
@@ -42,7 +57,7 @@ func (l *Layer) batEntry(i int64) (uint64, error) {
 		l.batPages[pg] = p
 		l.cacheMu.Unlock()
 	}
-	return p[i%batPageEntries], nil
+	return p, nil
 }
 
 func (l *Layer) batField(idx int64) string {
@@ -131,15 +146,31 @@ func (l *Layer) Map(runs []layer.Run, off, n int64) ([]layer.Run, error) {
 		return runs, fmt.Errorf("vhdx: %s: range %d+%d outside the %d-byte disk", l.path, off, n, l.size)
 	}
 	bs := l.blockSize
+	var page *batPg
+	pg := int64(-1)
 	for n > 0 {
 		b := off / bs
 		in := off - b*bs
 		take := min(n, bs-in)
 		idx := b + b/l.chunkRatio
-		e, err := l.batEntry(idx)
-		if err != nil {
-			return runs, err
+		if idx/batPageEntries != pg {
+			p, err := l.batPage(idx / batPageEntries)
+			if err != nil {
+				return runs, err
+			}
+			page, pg = p, idx/batPageEntries
 		}
+		if page.zero {
+			// Every block up to the end of the page is NOT_PRESENT.
+			x := (pg + 1) * batPageEntries
+			end := (x - x/(l.chunkRatio+1)) * bs
+			take = min(n, end-off)
+			runs = addRun(runs, layer.Run{Len: take, State: layer.Parent})
+			off += take
+			n -= take
+			continue
+		}
+		e := page.e[idx%batPageEntries]
 		switch e & 7 {
 		case stNotPresent:
 			runs = addRun(runs, layer.Run{Len: take, State: layer.Parent})

@@ -225,7 +225,7 @@ type Layer struct {
 	logReplayed *replayState
 
 	cacheMu   sync.Mutex
-	batPages  map[int64][]uint64
+	batPages  map[int64]*batPg
 	bitmaps   map[int64][]byte
 	warnMu    sync.Mutex
 	warnings  []string
@@ -260,7 +260,7 @@ func Open(path string, f layer.File, opts Options) (*Layer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vhdx: %s: %w", path, err)
 	}
-	l := &Layer{path: path, f: f, fileSize: fi.Size(), batPages: map[int64][]uint64{}, bitmaps: map[int64][]byte{}}
+	l := &Layer{path: path, f: f, fileSize: fi.Size(), batPages: map[int64]*batPg{}, bitmaps: map[int64][]byte{}}
 	l.effSize = l.fileSize
 	if err := l.parse(); err != nil {
 		return nil, err
