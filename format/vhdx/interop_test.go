@@ -71,7 +71,7 @@ func interopImages(t *testing.T, dir string, lss4096, diff bool) []interopImage 
 	if diff {
 		base := mk("base.vhdx", 70<<20, 1<<20, 512, false)
 		child := randomLayer(rng, "child.vhdx", 40, 70<<20, 2<<20, 512, true)
-		child.userItem = false // libvhdi reads a user item with a system GUID as that item
+		child.userItem = false     // libvhdi reads a user item with a system GUID as that item
 		bits := make([]bool, 4096) // random bits: sub-byte runs check the bit order
 		for i := range bits {
 			bits[i] = rng.IntN(2) == 0
