@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"fmt"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 	"sort"
 	"strings"
 )
@@ -26,8 +27,13 @@ func (p Problem) String() string { return fmt.Sprintf("%s: at 0x%x: %s", p.Path,
 func (d *Disk) Check() []Problem {
 	var out []Problem
 	for _, l := range d.layers {
-		if vl, ok := l.(*layer); ok {
+		switch vl := l.(type) {
+		case *layer:
 			out = append(out, vl.check()...)
+		case *vhdx.Layer:
+			for _, p := range vl.Check() {
+				out = append(out, Problem{p.Path, p.Off, p.Msg})
+			}
 		}
 	}
 	return out

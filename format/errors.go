@@ -35,6 +35,9 @@ var (
 	ErrLocked = errors.New("vhd: image in use")
 	// ErrReadOnly is returned by WriteAt on a disk opened read-only.
 	ErrReadOnly = errors.New("vhd: disk is read-only")
+	// ErrFormatReadOnly means the image is of a format this package reads
+	// but does not write yet (VHDX): open it read-only.
+	ErrFormatReadOnly = fmt.Errorf("%w: writing VHDX images is not supported yet", ErrUnsupported)
 	// ErrOutOfRange means an offset or length outside the virtual disk.
 	ErrOutOfRange = errors.New("vhd: offset out of range")
 )

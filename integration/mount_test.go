@@ -47,9 +47,6 @@ func TestMountCorpus(t *testing.T) {
 	requireMount(t)
 	corpus := testenv.CorpusDir(t)
 	for _, c := range testenv.Cases(t, corpus) {
-		if c.IsVHDX() {
-			continue // VHDX is not read yet (issue #9)
-		}
 		t.Run(c.Name, func(t *testing.T) {
 			img := testenv.Unpack(t, corpus, c.Open)
 			if c.Error != "" {

@@ -43,7 +43,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	}
 	d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: parent, AllowMissingParent: true})
 	if err != nil {
-		return fail(stderr, imageErr(image, err))
+		return fail(stderr, err)
 	}
 	defer d.Close()
 	layers := d.Layers()
