@@ -31,6 +31,7 @@ fuzz:
 	$(GO) test ./format -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 300000x -timeout 5m
 	$(GO) test ./internal/partition -run '^$$' -fuzz '^FuzzRead$$' -fuzztime 100000x -timeout 5m
 	$(GO) test ./internal/partition -run '^$$' -fuzz '^FuzzGPT$$' -fuzztime 100000x -timeout 5m
+	$(GO) test ./format -run '^$$' -fuzz '^FuzzWriteCrash$$' -fuzztime 1000x -fuzzminimizetime 10x -timeout 5m
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

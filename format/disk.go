@@ -136,8 +136,11 @@ func (e vhdxErr) Error() string { return "vhd: " + strings.TrimPrefix(e.err.Erro
 func (e vhdxErr) Unwrap() error { return e.err }
 
 func lockErr(path string, err error, why string) error {
-	if errors.Is(err, ErrLocked) {
+	if err == ErrLocked {
 		return &lockedError{path, why}
+	}
+	if errors.Is(err, ErrLocked) { // a qemu lock: its text says which permission and byte
+		return &lockedError{path, strings.TrimPrefix(err.Error(), ErrLocked.Error()+": ")}
 	}
 	return fmt.Errorf("vhd: %s: lock: %w", path, err)
 }

@@ -80,7 +80,9 @@ func checksum(b []byte, csOff int) uint32 {
 // checksum is accepted.
 func parseFooter(path string, b []byte, off int64, ignoreChecksum bool) (*Footer, error) {
 	if string(b[:8]) != footerCookie {
-		return nil, formatErr(path, off, "footer Cookie", ErrNotVHD, "have %q, want %q", printable(b[:8]), footerCookie)
+		// Never the bytes found: the file may be anything (a parent locator
+		// can name /etc/shadow), and its contents are not ours to print.
+		return nil, formatErr(path, off, "footer Cookie", ErrNotVHD, "no %q cookie", footerCookie)
 	}
 	var f Footer
 	if _, err := binary.Decode(b, binary.BigEndian, &f); err != nil {
@@ -178,15 +180,4 @@ func fourCC(b [4]byte) string {
 		}
 	}
 	return sb.String()
-}
-
-func printable(b []byte) string {
-	out := make([]byte, len(b))
-	for i, c := range b {
-		if c < 0x20 || c > 0x7e {
-			c = '.'
-		}
-		out[i] = c
-	}
-	return string(out)
 }

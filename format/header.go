@@ -50,7 +50,7 @@ const (
 
 func parseHeader(path string, b []byte, off int64, ignoreChecksum bool) (*DynamicHeader, error) {
 	if string(b[:8]) != headerCookie {
-		return nil, formatErr(path, off, "dynamic header Cookie", ErrCorrupt, "have %q, want %q", printable(b[:8]), headerCookie)
+		return nil, formatErr(path, off, "dynamic header Cookie", ErrCorrupt, "no %q cookie", headerCookie)
 	}
 	var h DynamicHeader
 	if _, err := binary.Decode(b, binary.BigEndian, &h); err != nil {

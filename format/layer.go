@@ -55,16 +55,17 @@ type layer struct {
 	size int64 // CurrentSize
 
 	// dynamic and differencing only
-	hdr        *DynamicHeader
-	hdrOff     int64
-	blockSize  int64
-	bitmapSize int64
-	nblocks    int64    // BAT entries that cover the virtual size
-	bat        []uint32 // atomic loads; a store publishes a new block under its block lock
-	bitmaps    []atomic.Pointer[bitmap]
-	meta       []interval // metadata areas no block may overlap
-	batmapOff  int64      // blktap batmap, 0 when absent
-	batmapSize int64
+	hdr          *DynamicHeader
+	hdrOff       int64
+	blockSize    int64
+	bitmapSize   int64
+	nblocks      int64    // BAT entries that cover the virtual size
+	bat          []uint32 // atomic loads; a store publishes a new block under its block lock
+	bitmaps      []atomic.Pointer[bitmap]
+	meta         []interval // metadata areas no block may overlap
+	batmapOff    int64      // blktap batmap, 0 when absent
+	batmapSize   int64
+	batmapHdrOff int64
 
 	// write state
 	mu         sync.Mutex   // serializes file growth (block allocation)
@@ -109,6 +110,13 @@ func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error
 	if err := l.readHeader(opts.IgnoreChecksums); err != nil {
 		return nil, err
 	}
+	if !readOnly {
+		// Never write into a damaged image: a new block or BAT entry could
+		// land on what another entry or a metadata area claims.
+		if err := l.checkWritable(); err != nil {
+			return nil, err
+		}
+	}
 	return l, nil
 }
 
@@ -126,6 +134,9 @@ func (l *layer) readAtFull(b []byte, off int64, what string) error {
 // readFooter implements footer discovery: end of file, 511-byte short
 // footer, then the copy at offset 0 (dynamic and differencing only).
 func (l *layer) readFooter(ignoreChecksum bool) error {
+	if err := l.notVHDX(); err != nil {
+		return err
+	}
 	if l.fileSize < footerSize-1 {
 		return formatErr(l.path, 0, "footer", ErrNotVHD, "file is only %d bytes", l.fileSize)
 	}
@@ -167,6 +178,24 @@ func (l *layer) readFooter(ignoreChecksum bool) error {
 	return firstErr
 }
 
+// notVHDX refuses a VHDX image (file type identifier "vhdxfile" at 0) with
+// an error saying so, until VHDX is read.
+func (l *layer) notVHDX() error {
+	var b [8]byte
+	if n, _ := l.f.ReadAt(b[:], 0); n == len(b) && string(b[:]) == "vhdxfile" {
+		return &vhdxError{l.path}
+	}
+	return nil
+}
+
+// vhdxError says a file is a VHDX image; it wraps ErrUnsupported.
+type vhdxError struct{ path string }
+
+func (e *vhdxError) Error() string {
+	return "vhd: " + e.path + " is a VHDX image; VHDX is not supported yet"
+}
+func (e *vhdxError) Unwrap() error { return ErrUnsupported }
+
 func (l *layer) readHeader(ignoreChecksum bool) error {
 	p := l.path
 	do := l.footer.DataOffset
@@ -203,6 +232,12 @@ func (l *layer) readHeader(ignoreChecksum bool) error {
 		return formatErr(p, l.hdrOff+0x10, "dynamic header TableOffset", ErrCorrupt,
 			"BAT of %d entries at 0x%x does not fit in the file (%d bytes)", l.nblocks, to, l.fileSize)
 	}
+	// The whole table must be in the file, not only the entries read: a
+	// table running past the end is refused, as qemu-img and 7-Zip do.
+	if tableEnd := int64(to) + int64(h.MaxTableEntries)*4; tableEnd > l.fileSize {
+		return formatErr(p, l.hdrOff+0x1C, "dynamic header MaxTableEntries", ErrCorrupt,
+			"BAT of %d entries at 0x%x ends at 0x%x, past the end of the file (%d bytes)", h.MaxTableEntries, to, tableEnd, l.fileSize)
+	}
 	raw := make([]byte, batBytes)
 	if err := l.readAtFull(raw, int64(to), "BAT"); err != nil {
 		return err
@@ -221,29 +256,34 @@ func (l *layer) readHeader(ignoreChecksum bool) error {
 		{int64(to), int64(to) + batBytes, int64(to) + fullBat, "BAT"},
 	}
 	l.readBatmap(int64(to) + fullBat)
+	var claimEnd int64
 	for i := range h.Locators {
 		loc := &h.Locators[i]
 		if !loc.used() {
 			continue
 		}
 		space := max(loc.dataSpaceBytes(), int64(loc.DataLength))
-		if loc.DataOffset > uint64(l.fileSize) || space > l.fileSize {
+		if loc.DataOffset > uint64(l.fileSize) {
 			continue // reported by Check; never trusted beyond the file
 		}
 		lo := int64(loc.DataOffset)
+		if space > l.fileSize {
+			// Not trusted for reads, but new blocks still go after it.
+			claimEnd = max(claimEnd, lo+space)
+			continue
+		}
 		l.meta = append(l.meta, interval{lo, lo + int64(loc.DataLength), lo + space, "parent locator " + fourCC(loc.Code)})
 	}
-	l.dataEnd = 0
+	l.dataEnd = claimEnd
 	for _, m := range l.meta {
 		l.dataEnd = max(l.dataEnd, m.reserve)
 	}
+	// New blocks go past everything an entry claims, inside the file or not.
 	for _, e := range l.bat {
 		if e == unallocated {
 			continue
 		}
-		if end := int64(e)*SectorSize + l.bitmapSize + l.blockSize; end <= l.footerOff && end > l.dataEnd {
-			l.dataEnd = end
-		}
+		l.dataEnd = max(l.dataEnd, int64(e)*SectorSize+l.bitmapSize+l.blockSize)
 	}
 	return nil
 }
@@ -261,7 +301,7 @@ func (l *layer) readBatmap(off int64) {
 	mapSize := int64(binary.BigEndian.Uint32(b[16:])) * SectorSize
 	l.meta = append(l.meta, interval{off, off + SectorSize, off + SectorSize, "batmap header"})
 	if mapOff >= footerSize && mapSize > 0 && mapSize <= l.fileSize && mapOff+mapSize <= l.footerOff {
-		l.batmapOff, l.batmapSize = mapOff, mapSize
+		l.batmapOff, l.batmapSize, l.batmapHdrOff = mapOff, mapSize, off
 		l.meta = append(l.meta, interval{mapOff, mapOff + mapSize, mapOff + mapSize, "batmap"})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -151,7 +152,8 @@ func TestBATPaddingZero(t *testing.T) {
 }
 
 // TestBadBlockIsError: a BAT entry pointing past the end of the file or over
-// metadata makes reads of that block fail; other blocks still read.
+// metadata makes reads of that block fail; other blocks still read. Such an
+// image is opened read-only only: a read-write open is refused.
 func TestBadBlockIsError(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	for _, c := range []struct {
@@ -168,7 +170,15 @@ func TestBadBlockIsError(t *testing.T) {
 			img := l.image()
 			binary.BigEndian.PutUint32(img[1536+4:], c.sector) // block 1
 			fsys := memFS{"/img/x.vhd": newMemFile("/img/x.vhd", img)}
-			d, err := Open("/img/x.vhd", fsys.opts())
+			if d, err := Open("/img/x.vhd", fsys.opts()); err == nil {
+				d.Close()
+				t.Fatal("opened read-write")
+			} else if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "--ro") {
+				t.Fatalf("read-write open: %v; want ErrCorrupt %q suggesting --ro", err, c.want)
+			}
+			o := fsys.opts()
+			o.ReadOnly = true
+			d, err := Open("/img/x.vhd", o)
 			if err != nil {
 				t.Fatal(err)
 			}

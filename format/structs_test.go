@@ -152,7 +152,7 @@ func TestOpenErrors(t *testing.T) {
 		{"block size 1 GiB", func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+32:], 1<<30); hdrSum(b); return b }, ErrCorrupt, "BlockSize"},
 		{"too few entries", func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+28:], 1); hdrSum(b); return b }, ErrCorrupt, "MaxTableEntries"},
 		{"BAT past EOF", func(b []byte) []byte { binary.BigEndian.PutUint64(b[512+16:], 1<<40); hdrSum(b); return b }, ErrCorrupt, "TableOffset"},
-		{"huge entries", func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+28:], 0xFFFFFFFF); hdrSum(b); return b }, nil, ""},
+		{"huge entries", func(b []byte) []byte { binary.BigEndian.PutUint32(b[512+28:], 0xFFFFFFFF); hdrSum(b); return b }, ErrCorrupt, "MaxTableEntries"},
 		{"data offset past EOF", func(b []byte) []byte {
 			n := len(b)
 			for _, o := range []int{0, n - 512} {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -121,35 +120,23 @@ type File struct {
 	ro    bool
 	logf  func(format string, args ...any)
 	mtime time.Time // mount time, reported as mtime and ctime
-
-	mu      sync.Mutex // guards the st_blocks cache
-	allocAt time.Time
-	alloc   int64
 }
 
 // Getattr reports the disk's size, mode 0644 (0444 read-only) and, as
 // st_blocks, what the chain stores, so sparse-aware tools look for holes.
+// It calls Size and AllocatedBytes once each, nothing that walks the chain:
+// AllocatedBytes must be cheap (kept up to date by the Disk).
 func (f *File) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFREG | 0o644
 	if f.ro {
 		out.Mode = syscall.S_IFREG | 0o444
 	}
 	out.Size = uint64(f.d.Size())
-	out.Blocks = uint64(f.allocated()+511) / 512
+	out.Blocks = uint64(f.d.AllocatedBytes()+511) / 512
 	out.Blksize = 4096
 	out.Nlink = 1
 	out.SetTimes(nil, &f.mtime, &f.mtime)
 	return 0
-}
-
-// allocated returns the chain's stored bytes, recomputed at most once a second.
-func (f *File) allocated() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if time.Since(f.allocAt) > time.Second {
-		f.alloc, f.allocAt = f.d.AllocatedBytes(), time.Now()
-	}
-	return f.alloc
 }
 
 // Setattr refuses size changes (a disk cannot grow or shrink) and mode or
@@ -187,13 +174,22 @@ func (f *File) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	return fuse.ReadResultData(dest[:n]), f.errno(err)
 }
 
-// Write writes to the disk; past its end is ENOSPC, as for a block device.
+// Write writes to the disk as a block device does: a write crossing the end
+// writes what fits and returns the short count; one starting at or past the
+// end is ENOSPC.
 func (f *File) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	if f.ro {
 		return 0, syscall.EROFS
 	}
-	if off+int64(len(data)) > f.d.Size() {
+	size := f.d.Size()
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if off >= size {
 		return 0, syscall.ENOSPC
+	}
+	if rest := size - off; int64(len(data)) > rest {
+		data = data[:rest]
 	}
 	n, err := f.d.WriteAt(data, off)
 	return uint32(n), f.errno(err)

@@ -21,9 +21,12 @@ type fakeDisk struct {
 	dataStart, dataEnd int64
 	err                error
 	synced             int
+	allocCalls         int // AllocatedBytes calls
+	chainCalls         int // Extent, ReadAt and WriteAt calls
 }
 
 func (d *fakeDisk) ReadAt(p []byte, off int64) (int, error) {
+	d.chainCalls++
 	if d.err != nil {
 		return 0, d.err
 	}
@@ -38,11 +41,15 @@ func (d *fakeDisk) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (d *fakeDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.chainCalls++
 	if d.err != nil {
 		return 0, d.err
 	}
 	if d.ro {
 		return 0, format.ErrReadOnly
+	}
+	if off < 0 || off+int64(len(p)) > int64(len(d.b)) { // as format.Disk
+		return 0, format.ErrOutOfRange
 	}
 	return copy(d.b[off:], p), nil
 }
@@ -51,9 +58,11 @@ func (d *fakeDisk) Size() int64    { return int64(len(d.b)) }
 func (d *fakeDisk) ReadOnly() bool { return d.ro }
 func (d *fakeDisk) Sync() error    { d.synced++; return d.err }
 func (d *fakeDisk) AllocatedBytes() int64 {
+	d.allocCalls++
 	return d.dataEnd - d.dataStart
 }
 func (d *fakeDisk) Extent(off int64) (bool, int64) {
+	d.chainCalls++
 	switch {
 	case off < d.dataStart:
 		return false, d.dataStart
@@ -86,8 +95,15 @@ func TestReadWrite(t *testing.T) {
 	if n, errno := f.Write(ctx, nil, []byte{1, 2, 3}, 10); errno != 0 || n != 3 || d.b[11] != 2 {
 		t.Fatalf("write: %d, %v", n, errno)
 	}
-	if _, errno := f.Write(ctx, nil, []byte{1, 2, 3}, 8190); errno != syscall.ENOSPC {
-		t.Fatalf("write past the end: %v, want ENOSPC", errno)
+	// Across the end: what fits is written and the count is short, as on
+	// a block device (dd onto a disk whose size is not a multiple of bs).
+	if n, errno := f.Write(ctx, nil, []byte{7, 8, 9}, 8190); errno != 0 || n != 2 || d.b[8190] != 7 || d.b[8191] != 8 {
+		t.Fatalf("write across the end: %d, %v; want 2 bytes written", n, errno)
+	}
+	for _, off := range []int64{8192, 9000} {
+		if n, errno := f.Write(ctx, nil, []byte{1}, off); errno != syscall.ENOSPC || n != 0 {
+			t.Fatalf("write at %d, the end or past it: %d, %v; want ENOSPC", off, n, errno)
+		}
 	}
 	if errno := f.Fsync(ctx, nil, 0); errno != 0 || d.synced != 1 {
 		t.Fatalf("fsync: %v, synced %d", errno, d.synced)
@@ -122,6 +138,14 @@ func TestAttrAndSetattr(t *testing.T) {
 	f.Getattr(ctx, nil, &out)
 	if out.Size != 1<<20 || out.Mode != syscall.S_IFREG|0o644 || out.Blocks != 8 {
 		t.Fatalf("attr: size %d mode %o blocks %d", out.Size, out.Mode, out.Blocks)
+	}
+	// GETATTR does no chain-sized work: one AllocatedBytes call each,
+	// and up to date (no cache that lags a write).
+	d.dataEnd = 12288
+	d.allocCalls, d.chainCalls = 0, 0
+	f.Getattr(ctx, nil, &out)
+	if d.allocCalls != 1 || d.chainCalls != 0 || out.Blocks != 16 {
+		t.Fatalf("getattr: %d AllocatedBytes and %d Extent/ReadAt/WriteAt calls, blocks %d; want 1, 0, 16", d.allocCalls, d.chainCalls, out.Blocks)
 	}
 	in := &fuse.SetAttrIn{}
 	in.Valid, in.Size = fuse.FATTR_SIZE, 0
