@@ -40,7 +40,6 @@ type SourceInfo struct {
 	RawSize int64
 }
 
-
 // OpenSource opens path as input format in (InputVHD, InputRaw, or
 // InputDetect). Detection: a file that opens as a VHD is one; a file whose
 // name ends in .vhd, .vhdx, .avhd or .avhdx and does not open is an error
