@@ -43,10 +43,11 @@ type tLayer struct {
 	bits       map[int64][]bool // PARTIALLY_PRESENT blocks: true = this file
 	dataWrite  [16]byte
 	locator    []tKV
-	pendingLog bool // put the first BAT page and two payload sectors in a pending, wrapped log
-	tornOld    bool // break the CRC of the older header
-	tornRT1    bool // break the CRC of region table 1
-	userItem   bool // a user metadata item that reuses the FileParameters GUID
+	pendingLog bool  // put the first BAT page and two payload sectors in a pending, wrapped log
+	logExtend  int64 // the log's LastFileOffset lies this far past the end of the file
+	tornOld    bool  // break the CRC of the older header
+	tornRT1    bool  // break the CRC of region table 1
+	userItem   bool  // a user metadata item that reuses the FileParameters GUID
 }
 
 func (l *tLayer) state(b int64) int {
@@ -464,6 +465,7 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 	im.put(x, junk) // overrides the block's first 4 KiB
 	im.size = max(im.size, fileEnd)
 	fe := im.size
+	le := fe + l.logExtend
 	log := make([]byte, logLen)
 	place := func(off int, e []byte) {
 		for i := range e {
@@ -476,7 +478,7 @@ func (l *tLayer) build(rng *rand.Rand, path string) (err error) {
 	e1 := logLen - 4*tKiB
 	place(e1-8*tKiB, tLogEntry(41, uint32(e1-8*tKiB), logGUID, fe, fe, []tDesc{{fileOff: y, data: junk}}))
 	place(e1, tLogEntry(42, uint32(e1), logGUID, fe, fe, []tDesc{{zero: true, fileOff: batOff, zeroLen: 4 * tKiB}, {fileOff: x, data: junk}}))
-	place(4*tKiB, tLogEntry(43, uint32(e1), logGUID, fe, fe, []tDesc{{fileOff: batOff, data: bat.page(0)}, {fileOff: x, data: truth}}))
+	place(4*tKiB, tLogEntry(43, uint32(e1), logGUID, fe, le, []tDesc{{fileOff: batOff, data: bat.page(0)}, {fileOff: x, data: truth}}))
 	im.put(logOff, log)
 	return nil
 }

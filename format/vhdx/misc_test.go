@@ -73,6 +73,23 @@ func TestPendingLog(t *testing.T) {
 	if !found {
 		t.Errorf("Check does not report the pending log: %v", v.Check())
 	}
+	// The file reads as extended with zeros to the log's LastFileOffset.
+	l.logExtend = 3 << 20
+	ext := buildBytes(t, rng, l)
+	v, err = vhdx.Open("/x/e.vhdx", newMemFile(ext), vhdx.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := v.Info(); in.Log.LastFileOffset != int64(len(ext))+3<<20 {
+		t.Errorf("LastFileOffset %d; file %d", in.Log.LastFileOffset, len(ext))
+	}
+	buf := bytes.Repeat([]byte{1}, 1<<20)
+	if err := v.ReadData(buf, int64(len(ext))+1<<20); err != nil || !bytes.Equal(buf, make([]byte, 1<<20)) {
+		t.Errorf("reading the extension: %v", err)
+	}
+	if err := v.ReadData(buf, int64(len(ext))+3<<20-1); !errors.Is(err, layer.ErrCorrupt) {
+		t.Errorf("reading past LastFileOffset: %v", err)
+	}
 	// Truncated below FlushedFileOffset.
 	_, err = vhdx.Open("/x/p.vhdx", newMemFile(img[:len(img)-4096]), vhdx.Options{ReadOnly: true})
 	if !errors.Is(err, layer.ErrCorrupt) || !strings.Contains(err.Error(), "FlushedFileOffset") {
