@@ -59,7 +59,11 @@ func TestVHDXInfoCheckConvert(t *testing.T) {
 				t.Fatalf("check: exit %d, want 1 and %q: %s%s", code, c.check, out, errs)
 			}
 			dir := t.TempDir()
-			for _, o := range []string{"raw", "dynamic"} {
+			outs := []string{"raw", "dynamic"}
+			if c.depth > 0 {
+				outs = outs[:1] // 8 GiB: one flat copy is enough here (format's TestCorpus hashes it too)
+			}
+			for _, o := range outs {
 				dst := filepath.Join(dir, "out."+o)
 				if code, _, errs := runVHD("convert", "-O", o, img, dst); code != 0 {
 					t.Fatalf("convert -O %s: exit %d: %s", o, code, errs)
