@@ -40,20 +40,27 @@ func partName(n int) string { return fmt.Sprintf("p%d", n) }
 // variable for the tests.
 var maxExtentCalls = 4096
 
+// logLine is a message about the partition table: a note (no table) or
+// one for Logf (a table that cannot be used, what the reader repaired).
+type logLine struct {
+	msg  string
+	note bool
+}
+
 // readPartitions reads d's partition table and returns the partition files
 // (MBR extended containers left out) and what to log about it: no table, a
 // table that does not parse, notes the table reader made.
-func readPartitions(f *File) ([]*partFile, []string) {
+func readPartitions(f *File) ([]*partFile, []logLine) {
 	t, err := partition.Read(f.d, f.d.Size())
 	if errors.Is(err, partition.ErrNoTable) {
-		return nil, []string{"no partition table on the disk: no partition files, only " + FileName}
+		return nil, []logLine{{"no partition table on the disk: no partition files, only " + FileName, true}}
 	}
 	if err != nil {
-		return nil, []string{fmt.Sprintf("partition table not used, no partition files: %v", err)}
+		return nil, []logLine{{fmt.Sprintf("partition table not used, no partition files: %v", err), false}}
 	}
-	var msgs []string
+	var msgs []logLine
 	for _, n := range t.Notes {
-		msgs = append(msgs, fmt.Sprintf("partition table (%s): %s", t.Scheme, n))
+		msgs = append(msgs, logLine{fmt.Sprintf("partition table (%s): %s", t.Scheme, n), false})
 	}
 	var parts []*partFile
 	for _, p := range t.Partitions {

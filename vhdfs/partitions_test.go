@@ -80,10 +80,18 @@ func TestPartitionTable(t *testing.T) {
 		}
 	}
 	if len(r.partLog) != 0 {
-		t.Errorf("log for a good table: %q", r.partLog)
+		t.Errorf("log for a good table: %+v", r.partLog)
 	}
 	if r := newRoot(mbrDisk(), Options{NoPartitions: true}); len(r.parts) != 0 || len(r.partLog) != 0 {
-		t.Errorf("NoPartitions: %d files, log %q", len(r.parts), r.partLog)
+		t.Errorf("NoPartitions: %d files, log %+v", len(r.parts), r.partLog)
+	}
+	// A partition running past the end of the disk is clipped to it, and
+	// that is reported (through Logf).
+	d := mbrDisk()
+	putEntry(d.b[:512], 1, 0x07, 576, 4000)
+	r = newRoot(d, Options{})
+	if p := part(t, r, 2); p.size != (2048-576)*512 || len(r.partLog) != 1 || r.partLog[0].note || !strings.Contains(r.partLog[0].msg, "clipped") {
+		t.Errorf("clipped p2: size %d, log %+v", p.size, r.partLog)
 	}
 }
 
@@ -99,15 +107,16 @@ func TestPartitionTableUnusable(t *testing.T) {
 	for name, c := range map[string]struct {
 		d    *fakeDisk
 		want string
+		note bool // a note (Notef), not an error (Logf)
 	}{
-		"no table":    {&fakeDisk{b: make([]byte, 1<<20)}, "no partition table"},
-		"tiny disk":   {&fakeDisk{b: make([]byte, 100)}, "no partition table"},
-		"EBR loop":    {ebrLoop, "partition table not used"},
-		"GPT damaged": {gpt, "partition table not used"},
+		"no table":    {&fakeDisk{b: make([]byte, 1<<20)}, "no partition table", true},
+		"tiny disk":   {&fakeDisk{b: make([]byte, 100)}, "no partition table", true},
+		"EBR loop":    {ebrLoop, "partition table not used, no partition files: partition: mbr: the EBR chain loops", false},
+		"GPT damaged": {gpt, "partition table not used, no partition files: partition: gpt", false},
 	} {
 		r := newRoot(c.d, Options{})
-		if len(r.parts) != 0 || len(r.partLog) != 1 || !strings.Contains(r.partLog[0], c.want) {
-			t.Errorf("%s: %d files, log %q; want none and %q", name, len(r.parts), r.partLog, c.want)
+		if len(r.parts) != 0 || len(r.partLog) != 1 || !strings.Contains(r.partLog[0].msg, c.want) || r.partLog[0].note != c.note {
+			t.Errorf("%s: %d files, log %+v; want none and %q (note %v)", name, len(r.parts), r.partLog, c.want, c.note)
 		}
 		if r.file == nil || r.file.d != c.d {
 			t.Errorf("%s: no disk.raw", name)

@@ -47,8 +47,12 @@ type Options struct {
 	// NoPartitions leaves out the partition files (p1, p2...) beside
 	// disk.raw; without it the disk's partition table is read at mount.
 	NoPartitions bool
-	// Logf receives errors that are turned into EIO. nil logs with the log package.
+	// Logf receives errors that are turned into EIO, and a partition table
+	// that cannot be used. nil logs with the log package.
 	Logf func(format string, args ...any)
+	// Notef receives what is worth a line in a log but is no error: that
+	// the disk has no partition table. nil drops it.
+	Notef func(format string, args ...any)
 }
 
 // Mount mounts d at mountpoint and returns the running server. The mount is
@@ -85,7 +89,13 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 	})
 	if err == nil {
 		for _, m := range root.partLog {
-			root.file.logf("%s", m)
+			if m.note {
+				if o.Notef != nil {
+					o.Notef("%s", m.msg)
+				}
+			} else {
+				root.file.logf("%s", m.msg)
+			}
 		}
 	}
 	return srv, err
@@ -97,7 +107,7 @@ type Root struct {
 	fs.Inode
 	file    *File
 	parts   []*partFile
-	partLog []string // what to log about the partition table once mounted
+	partLog []logLine // what to log about the partition table once mounted
 }
 
 // NewRoot returns the root node serving d.
