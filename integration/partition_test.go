@@ -156,12 +156,18 @@ func TestPartitionFiles(t *testing.T) {
 	if len(table) != 2 || table[0].Start != 2048 || table[0].Size != 32768 || table[1].Start != 34816 {
 		t.Fatalf("sfdisk lists %+v", table)
 	}
+	// Read disk.raw and the partition files whole first, so the kernel
+	// holds their pages: what follows must never read stale ones through
+	// another name of the same bytes after a reopen.
+	p1, p2 := filepath.Join(m.dir, "p1"), filepath.Join(m.dir, "p2")
+	for _, p := range []string{m.file, p1, p2} {
+		sha256File(t, p)
+	}
 	// Write a pattern into p1 and make an ext4 on p2 holding a file.
 	pattern := make([]byte, 3<<20)
 	for i := range pattern {
 		pattern[i] = byte(i*7 + i/4096)
 	}
-	p1, p2 := filepath.Join(m.dir, "p1"), filepath.Join(m.dir, "p2")
 	f, err := os.OpenFile(p1, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +213,19 @@ func TestPartitionFiles(t *testing.T) {
 	}
 	if !bytes.Equal(got, pattern) {
 		t.Error("the pattern written through p1 is not in disk.raw at p1's offset")
+	}
+	// And the other way: bytes written through disk.raw are what p1 reads
+	// when opened again (its pages were read above).
+	if d, err := os.OpenFile(m.file, os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	} else {
+		if _, err := d.WriteAt([]byte("through disk.raw"), table[0].Start*512+4096); err != nil {
+			t.Fatal(err)
+		}
+		d.Close()
+	}
+	if b, err := os.ReadFile(p1); err != nil || string(b[4096:4096+16]) != "through disk.raw" {
+		t.Errorf("p1 after a write through disk.raw: %q, %v", b[4096:4096+16], err)
 	}
 	// SEEK_DATA on p2 (ext4 wrote its metadata at the start) answers a
 	// data offset within p2.

@@ -140,9 +140,13 @@ func (p *partFile) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	return p.Getattr(ctx, fh, out)
 }
 
-// Open opens as disk.raw does (writing opens of a read-only mount: EROFS).
+// Open opens as disk.raw does (writing opens of a read-only mount: EROFS),
+// except that the kernel never keeps a partition file's page cache from one
+// open to the next: the same bytes also change through disk.raw and the
+// other partition files, which the kernel does not know.
 func (p *partFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	return p.f.Open(ctx, flags)
+	fh, fl, errno := p.f.Open(ctx, flags)
+	return fh, fl &^ fuse.FOPEN_KEEP_CACHE, errno
 }
 
 // Read reads the window: nothing at or past the partition's end.
