@@ -163,6 +163,25 @@ func TestPartitionFiles(t *testing.T) {
 	for _, p := range []string{m.file, p1, p2} {
 		sha256File(t, p)
 	}
+	// disk.raw open (and read, so cached) while p1 is written: reads
+	// through the open disk.raw see the new bytes.
+	raw, err := os.Open(m.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1Start := table[0].Start * 512
+	before := make([]byte, 8192)
+	raw.ReadAt(before, p1Start)
+	if w, err := os.OpenFile(p1, os.O_WRONLY, 0); err != nil {
+		t.Fatal(err)
+	} else if _, err := w.WriteAt(bytes.Repeat([]byte("p1"), 4096), 0); err != nil || w.Close() != nil {
+		t.Fatal(err)
+	}
+	after := make([]byte, 8192)
+	if _, err := raw.ReadAt(after, p1Start); err != nil || !bytes.Equal(after, bytes.Repeat([]byte("p1"), 4096)) {
+		t.Errorf("disk.raw, open while p1 was written, reads %q... (%v)", after[:16], err)
+	}
+	raw.Close()
 	// Write a pattern into p1 and make an ext4 on p2 holding a file.
 	pattern := make([]byte, 3<<20)
 	for i := range pattern {

@@ -26,6 +26,9 @@ type partFile struct {
 	f           *File
 	num         int
 	start, size int64
+	// mounted is set once the node is in a mounted tree: from then on a
+	// write tells the kernel to drop disk.raw's cached pages it changed.
+	mounted bool
 
 	mu        sync.Mutex
 	allocKey  int64 // the disk's AllocatedBytes when alloc was counted; -1 none
@@ -165,7 +168,8 @@ func (p *partFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 
 // Write writes into the window as disk.raw does at the disk's end: a write
 // crossing the partition's end writes what fits and returns the short
-// count; one at or past the end is ENOSPC.
+// count; one at or past the end is ENOSPC. Once mounted it invalidates the
+// kernel's cache of the bytes written in disk.raw.
 func (p *partFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	if p.f.ro {
 		return 0, syscall.EROFS
@@ -179,7 +183,15 @@ func (p *partFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if rest := p.size - off; int64(len(data)) > rest {
 		data = data[:rest]
 	}
-	return p.f.Write(ctx, fh, data, p.start+off)
+	n, errno := p.f.Write(ctx, fh, data, p.start+off)
+	if n > 0 && p.mounted {
+		// The kernel's pages of disk.raw for these bytes are stale now:
+		// drop them before write(2) returns, so a read of disk.raw that
+		// follows sees the new bytes. No lock of ours is held here, and
+		// the kernel only waits for requests on disk.raw in flight.
+		p.f.NotifyContent(p.start+off, int64(n))
+	}
+	return n, errno
 }
 
 // Fsync syncs the disk.
@@ -235,5 +247,6 @@ func (r *Root) addPartitions(ctx context.Context) {
 	for _, p := range r.parts {
 		ch := r.NewPersistentInode(ctx, p, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2 + uint64(p.num)})
 		r.AddChild(partName(p.num), ch, false)
+		p.mounted = true
 	}
 }
