@@ -259,7 +259,7 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 	var srv *fuse.Server
 	helperSaid, err := captureStderr(func() error {
 		var err error
-		srv, err = vhdfs.Mount(mnt, w, vhdfs.Options{ReadOnly: ro, AllowOther: c.allowOther, Debug: c.debug, FsName: abs, Logf: rep.Printf})
+		srv, err = vhdfs.Mount(mnt, w, vhdfs.Options{ReadOnly: ro, AllowOther: c.allowOther, Debug: c.debug, FsName: abs, Logf: rep.Printf, Notef: rep.Note, NoPartitions: c.noPartitions})
 		return err
 	})
 	if err != nil {
