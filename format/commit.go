@@ -102,8 +102,8 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 		return nil, fmt.Errorf("vhd: %s: not a differencing disk: it has no parent to commit into", child)
 	}
 	// Find the parent as a read-only open would, then open it for writing.
-	shell := &Disk{layers: []lay.Layer{cl}, found: []lay.Candidate{{}}}
-	p, _, err := shell.openParent(cl, opts, "")
+	shell := &Disk{layers: []lay.Layer{cl}, files: []File{cl.f}, found: []lay.Candidate{{}}}
+	p, _, _, err := shell.openParent(cl, opts, "")
 	if err != nil {
 		return nil, err
 	}

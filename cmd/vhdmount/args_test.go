@@ -47,6 +47,8 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"--snapshot", "--parent", "p.vhd", "a.vhd", "/mnt"}, config{}, "--parent does not combine with --snapshot"},
 		{[]string{"a.vhd", "/mnt", "-o", "overlay="}, config{}, "non-empty value"},
 		{[]string{"a.vhd", "/mnt", "-o", "snapshot=yes"}, config{}, "unknown mount option"},
+		{[]string{"--no-partitions", "a.vhd", "/mnt"}, config{image: "a.vhd", mountpoint: "/mnt", noPartitions: true}, ""},
+		{[]string{"a.vhd", "/mnt", "-o", "ro,no_partitions"}, config{image: "a.vhd", mountpoint: "/mnt", ro: true, noPartitions: true}, ""},
 		{[]string{"-h"}, config{help: true}, ""},
 		{[]string{"a.vhd", "--help"}, config{help: true}, ""},
 		{[]string{"--version"}, config{version: true}, ""},

@@ -11,7 +11,7 @@ import (
 	"syscall"
 
 	"github.com/vhdmount/vhdmount/format"
-	"github.com/vhdmount/vhdmount/format/convert"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // An overlay mount (--overlay CHILD) and a snapshot mount (--snapshot) both
@@ -44,7 +44,7 @@ func prepareOverlay(c *config, rep *reporter) (*overlayChild, error) {
 	if c.snapshot {
 		what = "--snapshot"
 	}
-	if convert.IsVHDX(c.image) {
+	if isVHDX(c.image) {
 		return nil, fmt.Errorf("%s: %s is not supported for VHDX yet (VHDX images are read-only here; mount it with --ro)", c.image, what)
 	}
 	if fi, err := os.Stat(c.image); err != nil {
@@ -70,7 +70,7 @@ func prepareOverlay(c *config, rep *reporter) (*overlayChild, error) {
 		}
 		o.path = abs
 		if _, err := os.Lstat(abs); err == nil {
-			if convert.IsVHDX(abs) {
+			if isVHDX(abs) {
 				return nil, fmt.Errorf("%s: --overlay with a VHDX child is not supported for VHDX yet", abs)
 			}
 			c.child = abs // mount() checks that its parent is IMAGE
@@ -237,4 +237,19 @@ func (c *config) overlayNote() string {
 		return " (snapshot: writes go to " + c.child + ", removed at unmount)"
 	}
 	return " (overlay: writes go to " + c.child + ")"
+}
+
+// isVHDX reports whether the file at path starts with the VHDX identifier.
+func isVHDX(path string) bool {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	var b [8]byte
+	n, _ := f.ReadAt(b[:], 0)
+	return vhdx.Probe(b[:n])
 }

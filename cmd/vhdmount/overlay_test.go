@@ -93,3 +93,23 @@ func TestSnapshotDirChecks(t *testing.T) {
 		t.Error("a symbolic link as the snapshot directory accepted")
 	}
 }
+
+// TestOverlayRefusesVHDX: an overlay or a snapshot of a VHDX image is
+// refused before anything is created.
+func TestOverlayRefusesVHDX(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", dir)
+	img := filepath.Join(dir, "disk.vhdx")
+	if err := os.WriteFile(img, append([]byte("vhdxfile"), make([]byte, 1<<16)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	child := filepath.Join(dir, "child.vhd")
+	for _, c := range []*config{{image: img, snapshot: true}, {image: img, overlay: child}} {
+		if _, err := prepareOverlay(c, newReporter(io.Discard)); err == nil || !strings.Contains(err.Error(), "not supported for VHDX yet") {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("files made: %v", ents)
+	}
+}
