@@ -109,6 +109,20 @@ func (d *Disk) AllocatedBytes() int64 {
 // noteAlloc is called by the top layer when it allocates the virtual range
 // [off, off+n): the bytes of it that no parent stored are new data.
 func (d *Disk) noteAlloc(off, n int64) {
+	d.allocated.Add(d.freshBytes(off, n))
+	d.allocGen.Add(1)
+}
+
+// noteFree is called by the top layer when it unallocates the virtual range
+// [off, off+n): the bytes of it that no parent stores are data no more.
+func (d *Disk) noteFree(off, n int64) {
+	d.allocated.Add(-d.freshBytes(off, n))
+	d.allocGen.Add(1)
+}
+
+// freshBytes counts the bytes of [off, off+n) (clipped to the disk) that
+// no parent stores.
+func (d *Disk) freshBytes(off, n int64) int64 {
 	n = min(n, d.size-off)
 	fresh := n
 	for pos := off; pos < off+n; {
@@ -130,6 +144,5 @@ func (d *Disk) noteAlloc(off, n int64) {
 		}
 		pos = end
 	}
-	d.allocated.Add(fresh)
-	d.allocGen.Add(1)
+	return fresh
 }

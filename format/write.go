@@ -59,6 +59,11 @@ func (d *Disk) writeBlock(l *layer, blk, in int64, p []byte, off int64) error {
 	lock := &l.blockLocks[blk%int64(len(l.blockLocks))]
 	lock.Lock()
 	defer lock.Unlock()
+	return d.writeBlockLocked(l, blk, in, p, off)
+}
+
+// writeBlockLocked is writeBlock with the block's lock held.
+func (d *Disk) writeBlockLocked(l *layer, blk, in int64, p []byte, off int64) error {
 	e := l.entry(blk)
 	if e == unallocated {
 		if l.footer.DiskType == TypeDynamic && isZero(p) {

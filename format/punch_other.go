@@ -1,0 +1,9 @@
+//go:build !linux
+
+package format
+
+import "os"
+
+func punchOS(f *os.File, off, n int64) error { return errNoPunch }
+
+func seekOS(f *os.File, off int64, data bool) (int64, bool) { return 0, false }
