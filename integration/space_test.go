@@ -1,0 +1,135 @@
+//go:build linux
+
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// hostBytes returns what the host filesystem stores for path (st_blocks).
+func hostBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// infoAllocated returns `vhd info --json`'s allocated_bytes.
+func infoAllocated(t *testing.T, img string) int64 {
+	t.Helper()
+	var info struct {
+		AllocatedBytes int64 `json:"allocated_bytes"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, bin("vhd"), "info", "--json", img)), &info); err != nil {
+		t.Fatal(err)
+	}
+	return info.AllocatedBytes
+}
+
+// writeRandomFile writes n random bytes to path and syncs it.
+func writeRandomFile(t *testing.T, path string, n int, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 2))
+	b := make([]byte, n)
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := rng.Uint64()
+		for k := range 8 {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTrimShrinksImage: ext4 on disk.raw of a dynamic and of a fixed image;
+// a 96 MiB file written then deleted; fstrim (or the discard mount option)
+// passes the freed ranges through the loop device to disk.raw as fallocate
+// punch-holes, and the image file gives the space back: its st_blocks drop
+// and, for the dynamic image, so does `vhd info`'s allocated count. The
+// filesystem stays intact (e2fsck), vhd check is clean, and qemu-img reads
+// the same bytes as we do.
+func TestTrimShrinksImage(t *testing.T) {
+	requireMount(t)
+	const big = 96 << 20
+	for _, c := range []struct{ name, typ, how string }{
+		{"dynamic fstrim", "dynamic", "fstrim"},
+		{"dynamic mount -o discard", "dynamic", "discard"},
+		{"fixed fstrim", "fixed", "fstrim"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := tempDir(t)
+			img := filepath.Join(dir, "disk.vhd")
+			mustRun(t, bin("vhd"), "create", "-t", c.typ, img, "256M")
+			if c.typ == "fixed" {
+				// A sparse fixed image: punch its data area so the test starts
+				// from a host file that stores little.
+				f, err := os.OpenFile(img, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				syscall.Fallocate(int(f.Fd()), 0x3, 0, 256<<20)
+				f.Close()
+			}
+			m := mountImage(t, img)
+			mustRun(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.file)
+			opts := "rw"
+			if c.how == "discard" {
+				opts = "rw,discard"
+			}
+			fsdir := loopMount(t, m.file, opts)
+			writeRandomFile(t, filepath.Join(fsdir, "big.bin"), big, 5)
+			loopUnmount(t, fsdir)
+			m.unmount(t)
+			hostBefore, allocBefore := hostBytes(t, img), infoAllocated(t, img)
+
+			m = mountImage(t, img)
+			fsdir = loopMount(t, m.file, opts)
+			if err := os.Remove(filepath.Join(fsdir, "big.bin")); err != nil {
+				t.Fatal(err)
+			}
+			mustRun(t, "sync", "-f", fsdir)
+			if c.how == "fstrim" {
+				t.Logf("fstrim: %s", mustRun(t, "fstrim", "-v", fsdir))
+			}
+			loopUnmount(t, fsdir)
+			mustRun(t, "e2fsck", "-fn", m.file)
+			m.unmount(t)
+			hostAfter, allocAfter := hostBytes(t, img), infoAllocated(t, img)
+			t.Logf("%s: host file %d -> %d bytes; vhd info allocated %d -> %d", c.name, hostBefore, hostAfter, allocBefore, allocAfter)
+			want := int64(big * 9 / 10)
+			if c.how == "discard" {
+				// ext4's online discard trims the extents its journal commits
+				// free, in the background: less is done by unmount than with
+				// fstrim, but some of it must have reached the image.
+				want = 8 << 20
+			}
+			if hostBefore-hostAfter < want {
+				t.Errorf("the image file stores %d bytes before the trim and %d after; want at least %d fewer", hostBefore, hostAfter, want)
+			}
+			if c.typ == "dynamic" && allocBefore-allocAfter < want {
+				t.Errorf("vhd info: allocated %d before the trim and %d after; want at least %d fewer", allocBefore, allocAfter, want)
+			}
+			checkClean(t, img)
+			if !bytes.Equal(peerView(t, img, true), flatView(t, img)) {
+				t.Error("qemu-img reads different bytes")
+			}
+		})
+	}
+}
