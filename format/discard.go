@@ -83,6 +83,7 @@ func (d *Disk) Discard(off, n int64) error {
 		return fmt.Errorf("%w: discard of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, n, off, d.size)
 	}
 	if l.fixed() {
+		defer d.allocGen.Add(1) // the file's holes changed
 		return l.zeroFile(off, n)
 	}
 	for n > 0 {

@@ -44,3 +44,12 @@ func seekOS(f *os.File, off int64, data bool) (pos int64, ok bool) {
 	}
 	return pos, err == nil
 }
+
+// hostBlocks returns the bytes the filesystem stores for f (st_blocks).
+func hostBlocks(f *os.File) (int64, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, false
+	}
+	return st.Blocks * 512, true
+}

@@ -35,6 +35,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
 	}
 	if l.fixed() {
+		defer d.allocGen.Add(1) // a write may fill a hole of the file
 		n, err := l.f.WriteAt(p, off)
 		if err != nil {
 			err = fmt.Errorf("vhd: %s: write %d bytes at 0x%x: %w", l.path, len(p), off, err)

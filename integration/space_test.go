@@ -62,7 +62,7 @@ func writeRandomFile(t *testing.T, path string, n int, seed uint64) {
 // a 96 MiB file written then deleted; fstrim (or the discard mount option)
 // passes the freed ranges through the loop device to disk.raw as fallocate
 // punch-holes, and the image file gives the space back: its st_blocks drop
-// and, for the dynamic image, so does `vhd info`'s allocated count. The
+// and so does `vhd info`'s allocated count. The
 // filesystem stays intact (e2fsck), vhd check is clean, and qemu-img reads
 // the same bytes as we do.
 func TestTrimShrinksImage(t *testing.T) {
@@ -123,7 +123,7 @@ func TestTrimShrinksImage(t *testing.T) {
 			if hostBefore-hostAfter < want {
 				t.Errorf("the image file stores %d bytes before the trim and %d after; want at least %d fewer", hostBefore, hostAfter, want)
 			}
-			if c.typ == "dynamic" && allocBefore-allocAfter < want {
+			if allocBefore-allocAfter < want {
 				t.Errorf("vhd info: allocated %d before the trim and %d after; want at least %d fewer", allocBefore, allocAfter, want)
 			}
 			checkClean(t, img)
@@ -131,5 +131,73 @@ func TestTrimShrinksImage(t *testing.T) {
 				t.Error("qemu-img reads different bytes")
 			}
 		})
+	}
+}
+
+// TestSparseFixedImage: a sparse fixed image (data in two places) shows its
+// holes through the mount: SEEK_DATA/SEEK_HOLE, st_blocks, cp --sparse
+// makes a sparse copy with the same bytes, and vhd convert -O dynamic
+// allocates only the blocks with data.
+func TestSparseFixedImage(t *testing.T) {
+	requireMount(t)
+	dir := tempDir(t)
+	img := filepath.Join(dir, "fixed.vhd")
+	const mb = 1 << 20
+	mustRun(t, bin("vhd"), "create", "-t", "fixed", img, "64M")
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(bytes.Repeat([]byte{1}, 8192), 6*mb)
+	f.WriteAt(bytes.Repeat([]byte{2}, 4096), 40*mb+4096)
+	f.Close()
+	m := mountImage(t, img, "--ro")
+	g, err := os.Open(m.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, c := range []struct {
+		off    int64
+		whence int
+		want   int64
+	}{{0, 3, 6 * mb}, {6 * mb, 4, 6*mb + 8192}, {7 * mb, 3, 40*mb + 4096}, {40*mb + 4096, 4, 40*mb + 8192}, {41 * mb, 4, 41 * mb}} {
+		got, err := g.Seek(c.off, c.whence)
+		if err != nil || got != c.want {
+			t.Errorf("seek(%d, %d) = %d, %v; want %d", c.off, c.whence, got, err, c.want)
+		}
+	}
+	if _, err := g.Seek(41*mb, 3); !isENXIO(err) {
+		t.Errorf("SEEK_DATA past the last data: %v, want ENXIO", err)
+	}
+	if b := hostBytes(t, m.file); b != 12288 {
+		t.Errorf("disk.raw st_blocks say %d bytes, want 12288", b)
+	}
+	out := filepath.Join(dir, "copy.raw")
+	mustRun(t, "cp", "--sparse=always", m.file, out)
+	if b := hostBytes(t, out); b > 64<<10 {
+		t.Errorf("cp --sparse copy stores %d bytes; want a sparse copy", b)
+	}
+	g.Close()
+	a, _ := sha256File(t, out)
+	want := make([]byte, 64*mb)
+	copy(want[6*mb:], bytes.Repeat([]byte{1}, 8192))
+	copy(want[40*mb+4096:], bytes.Repeat([]byte{2}, 4096))
+	wantFile := filepath.Join(dir, "want.raw")
+	os.WriteFile(wantFile, want, 0o644)
+	if b, _ := sha256File(t, wantFile); a != b {
+		t.Error("cp of disk.raw differs from what was written")
+	}
+	m.unmount(t)
+	dyn := filepath.Join(dir, "dyn.vhd")
+	mustRun(t, bin("vhd"), "convert", "-O", "dynamic", img, dyn)
+	if got := infoAllocated(t, dyn); got != 4*mb {
+		t.Errorf("converted to dynamic: %d bytes allocated, want two 2 MiB blocks", got)
+	}
+	if got := infoAllocated(t, img); got != 12288 {
+		t.Errorf("vhd info of the sparse fixed image: %d bytes allocated, want 12288", got)
+	}
+	if !bytes.Equal(flatView(t, dyn), want) {
+		t.Error("the converted image reads something else")
 	}
 }
