@@ -6,6 +6,7 @@
 //	vhd convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST
 //	vhd check [--json] [--parent PATH] [--azure] IMAGE
 //	vhd resize [--shrink] [--parent PATH] IMAGE [+|-]SIZE
+//	vhd compact [--parent PATH] IMAGE
 //	vhd --version
 //
 // Exit status: 0 success, 1 failure (for check: problems found), 2 usage
@@ -57,6 +58,8 @@ Commands:
         what Azure requires of an uploaded disk)
   resize [--shrink] [--parent PATH] IMAGE [+|-]SIZE
         change the virtual size of an image
+  compact [--parent PATH] IMAGE
+        give back the space of all-zero blocks and gaps
 
 Run 'vhd COMMAND --help' for the options of a command, 'vhd --version' for
 the version.
@@ -77,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"convert": cmdConvert,
 		"check":   cmdCheck,
 		"resize":  cmdResize,
+		"compact": cmdCompact,
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
