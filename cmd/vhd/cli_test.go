@@ -159,7 +159,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	_, top, _ := runVHD("--help")
-	for _, cmd := range []string{"info", "create", "convert", "check"} {
+	for _, cmd := range []string{"info", "create", "convert", "check", "resize", "compact"} {
 		for _, h := range []string{"-h", "--help"} {
 			code, out, errs := runVHD(cmd, h)
 			if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: vhd "+cmd) {

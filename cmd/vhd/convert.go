@@ -15,8 +15,7 @@ import (
 
 func cmdConvert(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("convert", []string{
-		"convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST",
-		"convert -O fixed --azure [-f vhd|raw] [--parent PATH] [--force] [--sync] SRC DST",
+		"convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST",
 	}, `Convert SRC (a VHD with its chain of parents, or a raw disk) to DST.
 Unallocated and all-zero ranges stay holes or unallocated blocks. DST is
 written beside itself and renamed into place when complete. An existing DST

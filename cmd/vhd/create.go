@@ -9,8 +9,7 @@ import (
 
 func cmdCreate(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("create", []string{
-		"create [-t fixed|dynamic] [--block-size N] IMAGE SIZE",
-		"create -t fixed --azure IMAGE SIZE",
+		"create [-t fixed|dynamic] [--block-size N] [--azure] IMAGE SIZE",
 		"create --parent PARENT [--block-size N] IMAGE",
 	}, "Create an empty image of SIZE (512, 64M, 10G, 1T...: binary units, a multiple\nof 512 up to 2040G), or an empty differencing disk over PARENT, which gets\nPARENT's size. Never overwrites a file.", stdout, stderr)
 	typ := c.fs.String("t", "dynamic", "image type: `fixed|dynamic` (default dynamic)")
