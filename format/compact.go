@@ -277,10 +277,20 @@ func (d *Disk) rewriteDynamic(l *layer, nf *os.File, progress func(int64)) (int6
 		if err := w(area[:l.bitmapSize], p, "sector bitmap"); err != nil {
 			return 0, err
 		}
-		if !isZero(data) {
-			if err := w(data, p+l.bitmapSize, "data"); err != nil {
+		// Only the non-zero pages: the new file stays sparse elsewhere.
+		for a := 0; a < len(data); {
+			b := min(a+4096, len(data))
+			if isZero(data[a:b]) {
+				a = b
+				continue
+			}
+			for b < len(data) && !isZero(data[b:min(b+4096, len(data))]) {
+				b = min(b+4096, len(data))
+			}
+			if err := w(data[a:b], p+l.bitmapSize+int64(a), "data"); err != nil {
 				return 0, err
 			}
+			a = b
 		}
 		binary.BigEndian.PutUint32(bat[4*blk:], uint32(p/SectorSize))
 		pos = p + l.bitmapSize + l.blockSize

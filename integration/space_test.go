@@ -64,7 +64,8 @@ func writeRandomFile(t *testing.T, path string, n int, seed uint64) {
 // punch-holes, and the image file gives the space back: its st_blocks drop
 // and so does `vhd info`'s allocated count. The
 // filesystem stays intact (e2fsck), vhd check is clean, and qemu-img reads
-// the same bytes as we do.
+// the same bytes as we do. Then vhd compact shrinks the dynamic image's file
+// to about what stays allocated, without changing what it reads.
 func TestTrimShrinksImage(t *testing.T) {
 	requireMount(t)
 	const big = 96 << 20
@@ -127,9 +128,31 @@ func TestTrimShrinksImage(t *testing.T) {
 				t.Errorf("vhd info: allocated %d before the trim and %d after; want at least %d fewer", allocBefore, allocAfter, want)
 			}
 			checkClean(t, img)
-			if !bytes.Equal(peerView(t, img, true), flatView(t, img)) {
+			before := flatView(t, img)
+			if !bytes.Equal(peerView(t, img, true), before) {
 				t.Error("qemu-img reads different bytes")
 			}
+			if c.typ != "dynamic" {
+				return
+			}
+			// vhd compact closes the gaps the trim left: the file shrinks
+			// to about what is allocated, and reads the same.
+			fi0, _ := os.Stat(img)
+			t.Logf("vhd compact: %s", mustRun(t, bin("vhd"), "compact", img))
+			fi1, _ := os.Stat(img)
+			if fi1.Size() > allocAfter+8<<20 || fi1.Size() >= fi0.Size() {
+				t.Errorf("after vhd compact the file is %d bytes (was %d; %d allocated)", fi1.Size(), fi0.Size(), allocAfter)
+			}
+			if h := hostBytes(t, img); h > hostAfter {
+				t.Errorf("after vhd compact the image stores %d bytes, more than the %d before", h, hostAfter)
+			}
+			checkClean(t, img)
+			if !bytes.Equal(flatView(t, img), before) {
+				t.Error("vhd compact changed what the disk reads")
+			}
+			m = mountImage(t, img, "--ro")
+			mustRun(t, "e2fsck", "-fn", m.file)
+			m.unmount(t)
 		})
 	}
 }
