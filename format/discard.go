@@ -74,6 +74,9 @@ func (l *layer) punchFile(off, n int64) error {
 func (d *Disk) Discard(off, n int64) error {
 	l := d.top
 	if l == nil {
+		if f := d.layers[0].Format(); f != "vhd" {
+			return fmt.Errorf("vhd: %s: discard: %w: not supported for %s yet", d.layers[0].Path(), ErrUnsupported, upper(f))
+		}
 		if d.missing != nil {
 			return d.missing
 		}

@@ -242,7 +242,11 @@ func (f *File) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64,
 	if off >= disk || size == 0 {
 		return 0
 	}
-	return f.errno(dd.Discard(int64(off), int64(min(size, disk-off))))
+	err := dd.Discard(int64(off), int64(min(size, disk-off)))
+	if errors.Is(err, format.ErrUnsupported) {
+		return syscall.EOPNOTSUPP // e.g. a format that cannot discard yet
+	}
+	return f.errno(err)
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the chain's allocation.
