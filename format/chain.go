@@ -209,7 +209,7 @@ func isLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
 
 // openParent finds, opens and verifies the parent of l. It returns the
 // parent and how it was found, or a *ParentError listing every path tried.
-func (d *Disk) openParent(l lay.Layer, opts *Options, override string) (lay.Layer, lay.Candidate, error) {
+func (d *Disk) openParent(l lay.Layer, opts *Options, override string) (lay.Layer, File, lay.Candidate, error) {
 	ref := l.Parent()
 	cands := ref.Candidates
 	if override != "" {
@@ -231,12 +231,12 @@ func (d *Disk) openParent(l lay.Layer, opts *Options, override string) (lay.Laye
 			continue
 		}
 		tried[c.Path] = true
-		p, reason, err := d.tryParent(l, c.Path, opts)
+		p, f, reason, err := d.tryParent(l, c.Path, opts)
 		if err != nil {
-			return nil, c, err
+			return nil, nil, c, err
 		}
 		if p != nil {
-			return p, c, nil
+			return p, f, c, nil
 		}
 		if errors.Is(reason, ErrParentMismatch) {
 			perr.Err = ErrParentMismatch
@@ -244,30 +244,30 @@ func (d *Disk) openParent(l lay.Layer, opts *Options, override string) (lay.Laye
 		att.Reason = strings.TrimPrefix(reason.Error(), "vhd: ")
 		perr.Tried = append(perr.Tried, att)
 	}
-	return nil, lay.Candidate{}, perr
+	return nil, nil, lay.Candidate{}, perr
 }
 
 // tryParent opens path as l's parent. A rejected candidate gives a reason; a
 // cycle is an error that ends the search.
-func (d *Disk) tryParent(l lay.Layer, path string, opts *Options) (p lay.Layer, reason, err error) {
-	f, err := opts.openFile(path, false)
+func (d *Disk) tryParent(l lay.Layer, path string, opts *Options) (p lay.Layer, f File, reason, err error) {
+	f, err = opts.openFile(path, false)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errors.New("no such file"), nil
+			return nil, nil, errors.New("no such file"), nil
 		}
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return nil, err, nil
+		return nil, nil, err, nil
 	}
 	inChain := ""
 	fi, _ := f.Stat()
-	for _, c := range d.layers {
+	for i, c := range d.layers {
 		if c.Path() == path {
 			inChain = c.Path()
-		} else if cf := fileOf(c); fi != nil && cf != nil {
-			if cfi, err := cf.Stat(); err == nil && os.SameFile(fi, cfi) {
+		} else if fi != nil {
+			if cfi, err := d.files[i].Stat(); err == nil && os.SameFile(fi, cfi) {
 				inChain = c.Path()
 			}
 		}
@@ -275,15 +275,15 @@ func (d *Disk) tryParent(l lay.Layer, path string, opts *Options) (p lay.Layer, 
 	pl, err := openAny(path, f, opts, true)
 	if err != nil {
 		f.Close()
-		return nil, err, nil
+		return nil, nil, err, nil
 	}
 	if err := l.MatchParent(pl); err != nil {
 		pl.Close()
-		return nil, err, nil
+		return nil, nil, err, nil
 	}
 	if inChain != "" {
 		pl.Close()
-		return nil, nil, fmt.Errorf("vhd: %s: %w: its parent %s is %s, already in the chain (cycle)", l.Path(), ErrChain, path, inChain)
+		return nil, nil, nil, fmt.Errorf("vhd: %s: %w: its parent %s is %s, already in the chain (cycle)", l.Path(), ErrChain, path, inChain)
 	}
-	return pl, nil, nil
+	return pl, f, nil, nil
 }

@@ -4,8 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
 // TestParentDiscovery opens a child whose parent is named in one way only,
@@ -119,5 +125,78 @@ func TestChainLimits(t *testing.T) {
 		t.Errorf("depth %d: %v", n-3, err)
 	} else {
 		d.Close()
+	}
+}
+
+// TestParentNotRegular: a parent locator that leads to a FIFO, a device or
+// a directory is refused at once with what it is, never waited on (a FIFO
+// opened for reading blocks until a writer comes) and never read.
+func TestParentNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	parent, child := filepath.Join(dir, "p.vhd"), filepath.Join(dir, "c.vhd")
+	if err := Create(parent, CreateOptions{Type: TypeDynamic, Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(child, CreateOptions{Parent: parent}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		make func() error
+		want string
+	}{
+		{"fifo", func() error { return syscall.Mkfifo(parent, 0o644) }, "is a FIFO"},
+		{"device", func() error { return os.Symlink("/dev/zero", parent) }, "is a character device"},
+		{"directory", func() error { return os.Mkdir(parent, 0o755) }, "is a directory"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := os.RemoveAll(parent); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.make(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				d, err := Open(child, &Options{ReadOnly: true})
+				if err == nil {
+					d.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrParentNotFound) || !strings.Contains(err.Error(), c.want) {
+					t.Fatalf("got %v; want ErrParentNotFound saying %q", err, c.want)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Open is still waiting on the parent after 20 s")
+			}
+		})
+	}
+}
+
+// TestMixedChainRefused: a VHD child whose parent path holds a VHDX image
+// (qemu's) is refused as a mismatch that says why.
+func TestMixedChainRefused(t *testing.T) {
+	vhdxPath := testenv.Unpack(t, testenv.CorpusDir(t), "generated/vhdx-qemu/dyn-1M-zero.vhdx.gz")
+	dir := t.TempDir()
+	parent, child := filepath.Join(dir, "p.vhd"), filepath.Join(dir, "c.vhd")
+	if err := Create(parent, CreateOptions{Type: TypeDynamic, Size: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Create(child, CreateOptions{Parent: parent}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(vhdxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(parent, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(child, &Options{ReadOnly: true})
+	if !errors.Is(err, ErrParentMismatch) || !strings.Contains(err.Error(), "a VHD's parent must be a VHD") {
+		t.Fatalf("got %v; want a mismatch: a VHD's parent must be a VHD", err)
 	}
 }

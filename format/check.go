@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // Problem is one structural problem found by Check.
@@ -34,8 +36,13 @@ const MaxProblemExamples = 20
 func (d *Disk) Check() []Problem {
 	var out []Problem
 	for _, l := range d.layers {
-		if vl, ok := l.(*layer); ok {
+		switch vl := l.(type) {
+		case *layer:
 			out = append(out, vl.check()...)
+		case *vhdx.Layer:
+			for _, p := range vl.Check() {
+				out = append(out, Problem{p.Path, p.Off, p.Msg})
+			}
 		}
 	}
 	return out

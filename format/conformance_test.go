@@ -21,9 +21,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // refusals maps the corpus's expected refusal kinds onto our sentinel errors.
 var refusals = map[string]error{
-	"checksum":             format.ErrChecksum,
-	"parent not found":     format.ErrParentNotFound,
-	"parent UUID mismatch": format.ErrParentMismatch,
+	"checksum":                format.ErrChecksum,
+	"parent not found":        format.ErrParentNotFound,
+	"parent UUID mismatch":    format.ErrParentMismatch,
+	"parent linkage mismatch": format.ErrParentMismatch,
 }
 
 // TestCorpus opens every case of the shared corpus and compares the size and
@@ -32,9 +33,6 @@ var refusals = map[string]error{
 func TestCorpus(t *testing.T) {
 	corpus := testenv.CorpusDir(t)
 	for _, c := range testenv.Cases(t, corpus) {
-		if c.IsVHDX() {
-			continue // VHDX is not read yet (issue #9)
-		}
 		t.Run(c.Name, func(t *testing.T) {
 			t.Parallel()
 			path := testenv.Unpack(t, corpus, c.Open)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // Disk is a disk image, with its chain of parents, presented as one flat
@@ -20,6 +21,7 @@ import (
 // package, and reads walk the layers top down through their Map.
 type Disk struct {
 	layers []lay.Layer     // layers[0] is the image opened; each next one its parent
+	files  []File          // files[i] is what layers[i] reads, for locks and cycle checks
 	found  []lay.Candidate // found[i] is how layers[i] was found (zero for the top)
 	top    *layer          // layers[0] when it is a VHD opened for writing, else nil
 	size   int64
@@ -63,7 +65,7 @@ func Open(path string, opts *Options) (*Disk, error) {
 		f.Close()
 		return nil, err
 	}
-	d := &Disk{layers: []lay.Layer{top}, found: []lay.Candidate{{}}, size: top.Size()}
+	d := &Disk{layers: []lay.Layer{top}, files: []File{f}, found: []lay.Candidate{{}}, size: top.Size()}
 	if vl, ok := top.(*layer); ok && !ro {
 		d.top = vl
 	}
@@ -76,7 +78,7 @@ func Open(path string, opts *Options) (*Disk, error) {
 		if l == top {
 			override = opts.Parent
 		}
-		p, via, err := d.openParent(l, opts, override)
+		p, pf, via, err := d.openParent(l, opts, override)
 		if err != nil {
 			var pe *ParentError
 			if opts.AllowMissingParent && errors.As(err, &pe) {
@@ -88,13 +90,14 @@ func Open(path string, opts *Options) (*Disk, error) {
 			return nil, err
 		}
 		if !ro {
-			if err := lockFile(fileOf(p), false); err != nil {
+			if err := lockFile(pf, false); err != nil {
 				p.Close()
 				d.Close()
 				return nil, lockErr(p.Path(), err, "it is the parent of "+path+" and is open for writing elsewhere")
 			}
 		}
 		d.layers = append(d.layers, p)
+		d.files = append(d.files, pf)
 		d.found = append(d.found, via)
 		l = p
 	}
@@ -106,8 +109,20 @@ func Open(path string, opts *Options) (*Disk, error) {
 	return d, nil
 }
 
-// openAny opens one image of any format this package reads.
+// openAny opens one image of any format this package reads: a file that
+// starts with the VHDX identifier is a VHDX, anything else is tried as a VHD.
 func openAny(path string, f File, opts *Options, ro bool) (lay.Layer, error) {
+	var sig [8]byte
+	if n, _ := f.ReadAt(sig[:], 0); vhdx.Probe(sig[:n]) {
+		if !ro {
+			return nil, fmt.Errorf("vhd: %s: %w; open it read-only (--ro)", path, ErrFormatReadOnly)
+		}
+		l, err := vhdx.Open(path, f, vhdx.Options{ReadOnly: true})
+		if err != nil {
+			return nil, vhdxErr{err}
+		}
+		return l, nil
+	}
 	l, err := openLayer(path, f, opts, ro)
 	if err != nil {
 		return nil, err
@@ -115,13 +130,11 @@ func openAny(path string, f File, opts *Options, ro bool) (lay.Layer, error) {
 	return l, nil
 }
 
-// fileOf returns the file a layer reads, for locking.
-func fileOf(l lay.Layer) File {
-	if vl, ok := l.(*layer); ok {
-		return vl.f
-	}
-	return nil
-}
+// vhdxErr gives a VHDX error this package's "vhd: " prefix in place of its own.
+type vhdxErr struct{ err error }
+
+func (e vhdxErr) Error() string { return "vhd: " + strings.TrimPrefix(e.err.Error(), "vhdx: ") }
+func (e vhdxErr) Unwrap() error { return e.err }
 
 func lockErr(path string, err error, why string) error {
 	if err == ErrLocked {

@@ -1,11 +1,29 @@
-// Package format reads and writes Microsoft VHD disk images: fixed, dynamic
-// and differencing disks, the last with their whole chain of parents. It is
-// pure Go and knows nothing of FUSE.
+// Package format reads Microsoft VHD and VHDX disk images and writes VHD
+// ones: fixed, dynamic and differencing disks, the last with their whole
+// chain of parents. It is pure Go and knows nothing of FUSE.
 //
 // Open returns a Disk: the chain presented as one flat virtual disk of
 // Size() bytes, read with ReadAt and written with WriteAt (writes go to the
-// opened image only; parents are opened read-only). Create makes new images;
-// Check validates the structure of a chain.
+// opened image only; parents are opened read-only). Create makes new VHD
+// images; Check validates the structure of a chain.
+//
+// # The chain and its layers
+//
+// The chain is format-neutral. Each file of it is a layer (the contract is
+// package format/layer): Open probes the file (VHDX by its "vhdxfile"
+// identifier, else VHD by its footer) and opens it with its format's code —
+// the VHD layer in this package, format/vhdx for VHDX. A read asks each
+// layer, top down, to Map the range into runs stored in its file, zeros that
+// do not fall through (VHDX ZERO/UNMAPPED blocks), or "ask the layer below".
+// A differencing layer names its parent by candidate paths in its format's
+// policy order; the chain opens each without blocking, only as a regular
+// file, and accepts it when the child's MatchParent does (VHD: unique id;
+// VHDX: parent_linkage against the DataWriteGuid). Cycles (the same file
+// twice) and chains deeper than MaxChainDepth are refused, and so is a chain
+// that mixes formats. Extents are answered at block granularity from the
+// layers' tables (lay.Extenter), with a per-layer hint so a forward walk
+// reads each table once; AllocatedBytes is one such walk, kept current by
+// writes.
 //
 // The policies where implementations disagree (virtual size, footer
 // discovery, bitmaps in dynamic disks, parent discovery, where new blocks go

@@ -35,6 +35,9 @@ var (
 	ErrLocked = errors.New("vhd: image in use")
 	// ErrReadOnly is returned by WriteAt on a disk opened read-only.
 	ErrReadOnly = errors.New("vhd: disk is read-only")
+	// ErrFormatReadOnly means the image is of a format this package reads
+	// but does not write yet (VHDX): open it read-only.
+	ErrFormatReadOnly error = &kindOf{"writing VHDX images is not supported yet", ErrUnsupported}
 	// ErrOutOfRange means an offset or length outside the virtual disk.
 	ErrOutOfRange = errors.New("vhd: offset out of range")
 )
@@ -110,3 +113,12 @@ func (e *ParentError) Error() string {
 
 // Unwrap returns ErrParentNotFound or ErrParentMismatch.
 func (e *ParentError) Unwrap() error { return e.Err }
+
+// kindOf is a sentinel that is a kind of another one: errors.Is finds both.
+type kindOf struct {
+	msg string
+	of  error
+}
+
+func (e *kindOf) Error() string { return e.msg }
+func (e *kindOf) Unwrap() error { return e.of }

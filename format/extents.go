@@ -82,7 +82,7 @@ func layerExtent(l lay.Layer, off, n int64) (lay.State, int64) {
 	if e, ok := l.(lay.Extenter); ok {
 		return e.Extent(off, n)
 	}
-	runs, err := l.Map(nil, off, n)
+	runs, err := l.Map(nil, off, min(n, 4<<20)) // the first run is all that is used
 	if err != nil || len(runs) == 0 {
 		return lay.Data, n // unreadable: not a hole; the read reports it
 	}

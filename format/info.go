@@ -2,7 +2,10 @@ package format
 
 import (
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // LayerInfo describes one image of a chain, as `vhd info` shows it.
@@ -33,6 +36,11 @@ type LayerInfo struct {
 	// "W2ku (basename)", "--parent", …); empty for the top image.
 	FoundVia string `json:"found_via,omitempty"`
 	FoundAs  string `json:"found_as,omitempty"` // the path as the child records it
+	// VHDX holds the structures of a VHDX image (headers, log, regions,
+	// metadata, BAT counts, parent locator); nil for a VHD.
+	VHDX *vhdx.Info `json:"vhdx,omitempty"`
+	// Error says why a VHDX image's details could not be read.
+	Error string `json:"error,omitempty"`
 }
 
 // LocatorInfo describes one parent locator.
@@ -52,8 +60,19 @@ func (d *Disk) Layers() []LayerInfo {
 	for i, ll := range d.layers {
 		l, ok := ll.(*layer)
 		if !ok {
-			out[i] = LayerInfo{Path: ll.Path(), Format: ll.Format(), VirtualSize: ll.Size(),
+			li := LayerInfo{Path: ll.Path(), Format: ll.Format(), VirtualSize: ll.Size(),
 				FoundVia: d.found[i].Source, FoundAs: d.found[i].Raw}
+			if xl, ok := ll.(*vhdx.Layer); ok {
+				li.Type = xl.Type()
+				if info, err := xl.Info(); err != nil {
+					li.Error = strings.TrimPrefix(err.Error(), "vhd: ")
+				} else {
+					li.VHDX, li.FileSize, li.BlockSize, li.Blocks = info, info.FileSize, info.BlockSize, info.Blocks
+					b := info.BAT
+					li.AllocatedBlocks = b.FullyPresent + b.PartiallyPresent
+				}
+			}
+			out[i] = li
 			continue
 		}
 		f := &l.footer

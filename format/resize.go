@@ -2,6 +2,7 @@ package format
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -43,6 +44,9 @@ func Resize(path string, size int64, o ResizeOptions) (old int64, err error) {
 	}
 	opts.ReadOnly, opts.IgnoreChecksums = false, false
 	d, err := Open(path, opts)
+	if errors.Is(err, ErrFormatReadOnly) {
+		return 0, fmt.Errorf("vhd: %s: %w", path, &kindOf{"resizing VHDX images is not supported yet", ErrUnsupported})
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -1,7 +1,8 @@
 // Package vhdfs exposes a virtual disk as a FUSE filesystem whose root holds
-// one regular file, disk.raw. It is a thin translation of FUSE requests onto
-// a Disk's ReadAt, WriteAt, Sync, Extent and Discard; it knows nothing of the VHD
-// format.
+// a regular file, disk.raw, and one file per partition of the disk's
+// partition table (p1, p2...), each a window onto disk.raw. It is a thin
+// translation of FUSE requests onto a Disk's ReadAt, WriteAt, Sync, Extent
+// and Discard; it knows nothing of the VHD format.
 package vhdfs
 
 import (
@@ -44,8 +45,15 @@ type Options struct {
 	AllowOther bool   // let other users access the mount (needs user_allow_other for non-root)
 	Debug      bool   // log every FUSE request
 	FsName     string // shown as the source in /proc/mounts; the image path
-	// Logf receives errors that are turned into EIO. nil logs with the log package.
+	// NoPartitions leaves out the partition files (p1, p2...) beside
+	// disk.raw; without it the disk's partition table is read at mount.
+	NoPartitions bool
+	// Logf receives errors that are turned into EIO, and a partition table
+	// that cannot be used. nil logs with the log package.
 	Logf func(format string, args ...any)
+	// Notef receives what is worth a line in a log but is no error: that
+	// the disk has no partition table. nil drops it.
+	Notef func(format string, args ...any)
 }
 
 // Mount mounts d at mountpoint and returns the running server. The mount is
@@ -73,19 +81,34 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 		mo.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
 	}
 	sec := time.Second
-	return fs.Mount(mountpoint, root, &fs.Options{
+	srv, err := fs.Mount(mountpoint, root, &fs.Options{
 		MountOptions: mo,
 		AttrTimeout:  &sec,
 		EntryTimeout: &sec,
 		UID:          uint32(os.Getuid()),
 		GID:          uint32(os.Getgid()),
 	})
+	if err == nil {
+		for _, m := range root.partLog {
+			if m.note {
+				if o.Notef != nil {
+					o.Notef("%s", m.msg)
+				}
+			} else {
+				root.file.logf("%s", m.msg)
+			}
+		}
+	}
+	return srv, err
 }
 
-// Root is the filesystem root: a directory with the single file disk.raw.
+// Root is the filesystem root: a directory with disk.raw and a file per
+// partition.
 type Root struct {
 	fs.Inode
-	file *File
+	file    *File
+	parts   []*partFile
+	partLog []logLine // what to log about the partition table once mounted
 }
 
 // NewRoot returns the root node serving d.
@@ -95,13 +118,19 @@ func NewRoot(d Disk, o Options) *Root {
 	if logf == nil {
 		logf = log.Printf
 	}
-	return &Root{file: &File{d: d, ro: ro, logf: logf, mtime: time.Now()}}
+	r := &Root{file: &File{d: d, ro: ro, logf: logf, mtime: time.Now()}}
+	if !o.NoPartitions {
+		r.parts, r.partLog = readPartitions(r.file)
+	}
+	return r
 }
 
-// OnAdd adds disk.raw when the filesystem is mounted.
+// OnAdd adds disk.raw and the partition files when the filesystem is
+// mounted.
 func (r *Root) OnAdd(ctx context.Context) {
 	ch := r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
 	r.AddChild(FileName, ch, false)
+	r.addPartitions(ctx)
 }
 
 // Statfs reports the disk's size as the filesystem's size, nothing free.
@@ -109,7 +138,7 @@ func (r *Root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	const bsize = 4096
 	out.Bsize, out.Frsize = bsize, bsize
 	out.Blocks = uint64((r.file.d.Size() + bsize - 1) / bsize)
-	out.Files = 1
+	out.Files = uint64(1 + len(r.parts))
 	out.NameLen = 255
 	return 0
 }

@@ -23,6 +23,8 @@ type fakeDisk struct {
 	synced             int
 	allocCalls         int // AllocatedBytes calls
 	chainCalls         int // Extent, ReadAt and WriteAt calls
+	// extent, if set, answers Extent instead of dataStart and dataEnd.
+	extent func(off int64) (bool, int64)
 }
 
 func (d *fakeDisk) ReadAt(p []byte, off int64) (int, error) {
@@ -63,6 +65,9 @@ func (d *fakeDisk) AllocatedBytes() int64 {
 }
 func (d *fakeDisk) Extent(off int64) (bool, int64) {
 	d.chainCalls++
+	if d.extent != nil {
+		return d.extent(off)
+	}
 	switch {
 	case off < d.dataStart:
 		return false, d.dataStart

@@ -21,7 +21,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	// Checksums are reported as problems, not refused, so open ignoring them.
 	d, err := format.Open(image, &format.Options{ReadOnly: true, IgnoreChecksums: true, Parent: parent})
 	if err != nil {
-		fmt.Fprintf(stderr, "vhd: cannot check: %s\n", message(imageErr(image, err)))
+		fmt.Fprintf(stderr, "vhd: cannot check: %s\n", message(err))
 		return exitCantRead
 	}
 	defer d.Close()

@@ -104,10 +104,10 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{[]string{"info", notVHD}, 1, []string{notVHD, "not a VHD"}},
 		{[]string{"info", filepath.Join(dir, "missing.vhd")}, 1, []string{filepath.Join(dir, "missing.vhd") + ": no such file or directory"}},
 		{[]string{"check", orphan}, 2, []string{"parent not found", `W2ru ".\fat-parent.vhd"`, `W2ku (basename) "C:\Projects\dfvfs\test_data\fat-parent.vhd"`, "no such file"}},
-		{[]string{"info", vhdx}, 1, []string{vhdx + ": VHDX image"}},
-		{[]string{"check", vhdx}, 2, []string{vhdx + ": VHDX image"}},
-		{[]string{"convert", "-O", "raw", vhdx, o}, 1, []string{vhdx + ": VHDX image"}},
-		{[]string{"convert", "-O", "dynamic", vhdxNoExt, o}, 1, []string{vhdxNoExt + ": VHDX image"}},
+		{[]string{"info", vhdx}, 1, []string{vhdx + ": no valid header", "header 1 Signature at 0x10000"}},
+		{[]string{"check", vhdx}, 2, []string{vhdx + ": no valid header"}},
+		{[]string{"convert", "-O", "raw", vhdx, o}, 1, []string{vhdx + ": no valid header"}},
+		{[]string{"convert", "-O", "dynamic", vhdxNoExt, o}, 1, []string{vhdxNoExt + ": no valid header"}},
 		{[]string{"check", notVHD}, 2, []string{"cannot check", notVHD, "not a VHD"}},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -33,7 +33,7 @@ supported yet. Prints the bytes reclaimed.`, stdout, stderr)
 	res, err := format.Compact(image, format.CompactOptions{Open: &format.Options{Parent: *parent}, Progress: bar.add})
 	bar.finish()
 	if err != nil {
-		return fail(stderr, imageErr(image, err))
+		return fail(stderr, err)
 	}
 	saved := res.Before - res.After
 	fmt.Fprintf(stdout, "compacted %s: %s reclaimed (stored %s -> %s; file %s -> %s", image,

@@ -43,7 +43,7 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	}
 	d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: parent, AllowMissingParent: true})
 	if err != nil {
-		return fail(stderr, imageErr(image, err))
+		return fail(stderr, err)
 	}
 	defer d.Close()
 	layers := d.Layers()
@@ -97,6 +97,10 @@ func cmdInfo(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(w, "allocated:      %s in the chain\n", humanSize(d.AllocatedBytes()))
 	fmt.Fprintf(w, "chain depth:    %d\n", d.Depth())
 	for i, l := range layers {
+		if l.Format == "vhdx" {
+			writeVHDXLayer(w, i, l)
+			continue
+		}
 		fmt.Fprintf(w, "\nlayer %d: %s\n", i, l.Path)
 		fmt.Fprintf(w, "  type:           %s\n", l.Type)
 		fmt.Fprintf(w, "  virtual size:   %d bytes (%s)\n", l.VirtualSize, humanSize(l.VirtualSize))
@@ -183,5 +187,58 @@ func writePartitions(w io.Writer, t *partition.Table, err error) {
 	}
 	for _, n := range t.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+}
+
+// writeVHDXLayer prints what vhd info shows of a VHDX layer.
+func writeVHDXLayer(w io.Writer, i int, l format.LayerInfo) {
+	fmt.Fprintf(w, "\nlayer %d: %s\n", i, l.Path)
+	fmt.Fprintf(w, "  format:         VHDX\n")
+	fmt.Fprintf(w, "  type:           %s\n", l.Type)
+	fmt.Fprintf(w, "  virtual size:   %d bytes (%s)\n", l.VirtualSize, humanSize(l.VirtualSize))
+	if l.Error != "" {
+		fmt.Fprintf(w, "  unreadable:     %s\n", l.Error)
+	}
+	x := l.VHDX
+	if x == nil {
+		return
+	}
+	fmt.Fprintf(w, "  file size:      %d bytes\n", x.FileSize)
+	fmt.Fprintf(w, "  block size:     %d (%s)\n", x.BlockSize, humanSize(x.BlockSize))
+	fmt.Fprintf(w, "  sectors:        %d logical, %d physical\n", x.LogicalSectorSize, x.PhysicalSectorSize)
+	b := x.BAT
+	fmt.Fprintf(w, "  blocks:         %d: %d fully present, %d partially present, %d not present, %d zero, %d unmapped, %d undefined\n",
+		x.Blocks, b.FullyPresent, b.PartiallyPresent, b.NotPresent, b.Zero, b.Unmapped, b.Undefined)
+	if x.Creator != "" {
+		fmt.Fprintf(w, "  creator:        %s\n", quote(x.Creator))
+	}
+	for _, h := range x.Headers {
+		switch {
+		case h.Header == nil:
+			fmt.Fprintf(w, "  header %d:       invalid: %s\n", h.Index, h.Error)
+		default:
+			cur := ""
+			if h.Current {
+				cur = " (current)"
+			}
+			fmt.Fprintf(w, "  header %d:       sequence %d%s, data write guid %s\n", h.Index, h.Header.SequenceNumber, cur, h.Header.DataWriteGUID)
+		}
+	}
+	fmt.Fprintf(w, "  region table:   copy %d\n", x.RegionTable)
+	log := x.Log.State
+	if x.Log.EntriesReplayed > 0 {
+		log = fmt.Sprintf("%s (%d entries, sequence %d-%d): the file still needs a replay before it is written", log, x.Log.EntriesReplayed, x.Log.FirstSequence, x.Log.LastSequence)
+	}
+	fmt.Fprintf(w, "  log:            %s\n", log)
+	if l.FoundVia != "" {
+		fmt.Fprintf(w, "  found via:      %s %s\n", l.FoundVia, quote(l.FoundAs))
+	}
+	if x.ParentLocator != nil {
+		for _, e := range x.ParentLocator.Entries {
+			fmt.Fprintf(w, "  locator %-18s %s\n", e.Key, quote(e.Value))
+		}
+	}
+	for _, warn := range x.Warnings {
+		fmt.Fprintf(w, "  warning:        %s\n", warn)
 	}
 }

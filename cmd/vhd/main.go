@@ -28,7 +28,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/vhdmount/vhdmount/format"
-	"github.com/vhdmount/vhdmount/format/convert"
 	"github.com/vhdmount/vhdmount/internal/version"
 )
 
@@ -237,15 +236,6 @@ func message(err error) string {
 // one error's text was composed into another's.
 func trimVHD(s string) string {
 	return strings.ReplaceAll(strings.TrimPrefix(s, "vhd: "), ": vhd: ", ": ")
-}
-
-// imageErr is the failure message for an image that format could not open:
-// a VHDX file is named as such rather than "not a VHD image".
-func imageErr(path string, err error) error {
-	if errors.Is(err, format.ErrNotVHD) && convert.IsVHDX(path) {
-		return fmt.Errorf("%s: %w", path, convert.ErrVHDX)
-	}
-	return err
 }
 
 // quote puts s in double quotes, escaping quotes and what is not printable

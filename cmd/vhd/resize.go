@@ -33,7 +33,7 @@ partitions and filesystems inside separately.`, stdout, stderr)
 	if arg[0] == '+' || arg[0] == '-' {
 		d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: *parent})
 		if err != nil {
-			return fail(stderr, imageErr(image, err))
+			return fail(stderr, err)
 		}
 		cur := d.Size()
 		d.Close()
@@ -51,7 +51,7 @@ partitions and filesystems inside separately.`, stdout, stderr)
 		if old > size && !*shrink {
 			return fail(stderr, fmt.Errorf("%s: %d bytes is smaller than the disk (%s); use --shrink", image, size, humanSize(old)))
 		}
-		return fail(stderr, imageErr(image, err))
+		return fail(stderr, err)
 	}
 	if old == size {
 		fmt.Fprintf(stdout, "%s: already %d bytes (%s)\n", image, size, humanSize(size))

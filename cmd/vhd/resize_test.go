@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
 // TestResizeCommand: absolute and relative sizes, --shrink, and refusals
@@ -43,5 +47,25 @@ func TestResizeCommand(t *testing.T) {
 	defer d.Close()
 	if code, _, e := runVHD("resize", img, "20M"); code != 1 || !strings.Contains(e, "in use") {
 		t.Errorf("resize of an image in use: exit %d, %q", code, e)
+	}
+}
+
+// TestSpaceCommandsRefuseVHDX: resize and compact say VHDX is not
+// supported yet, and leave the file alone.
+func TestSpaceCommandsRefuseVHDX(t *testing.T) {
+	_, err := exec.LookPath("qemu-img")
+	testenv.Require(t, err == nil, "qemu-img not installed")
+	img := filepath.Join(t.TempDir(), "x.vhdx")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "vhdx", img, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v %s", err, out)
+	}
+	before, _ := os.ReadFile(img)
+	for _, args := range [][]string{{"resize", img, "128M"}, {"compact", img}} {
+		if code, _, e := runVHD(args...); code != 1 || !strings.Contains(e, "VHDX images is not supported yet") {
+			t.Errorf("%v: exit %d, %q", args, code, e)
+		}
+	}
+	if after, _ := os.ReadFile(img); !bytes.Equal(before, after) {
+		t.Error("the VHDX file changed")
 	}
 }

@@ -15,6 +15,7 @@ type config struct {
 	debug             bool
 	parent            string
 	ignoreChecksums   bool
+	noPartitions      bool
 	logFile           string
 	help              bool
 	version           bool
@@ -23,9 +24,11 @@ type config struct {
 const usageText = `usage: vhdmount [options] IMAGE MOUNTPOINT
 
 Mounts the VHD IMAGE (fixed, dynamic, or differencing with its chain of
-parents) at MOUNTPOINT as a single file, MOUNTPOINT/disk.raw, the whole
-virtual disk. Returns once the mount is live; the server runs in the
-background until 'umount MOUNTPOINT' (or 'fusermount3 -u MOUNTPOINT').
+parents) at MOUNTPOINT as a file, MOUNTPOINT/disk.raw, the whole virtual
+disk, and beside it one file per partition of the disk's MBR or GPT table,
+MOUNTPOINT/p1, p2... (read once at mount). Returns once the mount is live;
+the server runs in the background until 'umount MOUNTPOINT' (or
+'fusermount3 -u MOUNTPOINT').
 
 Options (also accepted as -o opt1,opt2,... anywhere on the line):
   --ro, -o ro              mount read-only (also when IMAGE is not writable)
@@ -38,6 +41,8 @@ Options (also accepted as -o opt1,opt2,... anywhere on the line):
                            use PATH as IMAGE's parent instead of its locators
   --ignore-checksums, -o ignore_checksums
                            accept bad footer/header checksums (forces --ro)
+  --no-partitions, -o no_partitions
+                           show disk.raw only, no partition files
   --log FILE, --log=FILE, -o log=FILE
                            also append what the server reports (I/O errors,
                            failures at exit) to FILE; without it a detached
@@ -123,6 +128,8 @@ func parseArgs(args []string) (*config, error) {
 			c.debug, c.foreground = true, true
 		case a == "--ignore-checksums":
 			c.ignoreChecksums, c.ro = true, true
+		case a == "--no-partitions":
+			c.noPartitions = true
 		case a == "-h" || a == "--help":
 			c.help = true
 		case a == "--version":
@@ -179,6 +186,8 @@ func (c *config) mountOptions(list string) error {
 			c.debug, c.foreground = true, true
 		case k == "ignore_checksums":
 			c.ignoreChecksums, c.ro = true, true
+		case k == "no_partitions":
+			c.noPartitions = true
 		case (k == "parent" || k == "log") && hasV:
 			if err := c.set(k, v); err != nil {
 				return err

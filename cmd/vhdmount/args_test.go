@@ -35,6 +35,8 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"a.vhd", "/mnt", "-o", "ro,log=/tmp/x.log"}, config{image: "a.vhd", mountpoint: "/mnt", ro: true, logFile: "/tmp/x.log"}, ""},
 		{[]string{"a.vhd", "/mnt", "-o", "log="}, config{}, "non-empty value"},
 		{[]string{"--ro=yes", "a.vhd", "/mnt"}, config{}, "takes no value"},
+		{[]string{"--no-partitions", "a.vhd", "/mnt"}, config{image: "a.vhd", mountpoint: "/mnt", noPartitions: true}, ""},
+		{[]string{"a.vhd", "/mnt", "-o", "ro,no_partitions"}, config{image: "a.vhd", mountpoint: "/mnt", ro: true, noPartitions: true}, ""},
 		{[]string{"-h"}, config{help: true}, ""},
 		{[]string{"a.vhd", "--help"}, config{help: true}, ""},
 		{[]string{"--version"}, config{version: true}, ""},

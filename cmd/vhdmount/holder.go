@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"os"
-	"syscall"
 
 	"github.com/vhdmount/vhdmount/format"
 	"github.com/vhdmount/vhdmount/internal/mountinfo"
@@ -41,7 +39,7 @@ func chainFiles(path, parent string) []os.FileInfo {
 		return nil
 	}
 	out := []os.FileInfo{fi}
-	d, err := format.Open(path, &format.Options{ReadOnly: true, Parent: parent, IgnoreChecksums: true, OpenFile: openRegular})
+	d, err := format.Open(path, &format.Options{ReadOnly: true, Parent: parent, IgnoreChecksums: true})
 	if err != nil {
 		return out
 	}
@@ -52,23 +50,6 @@ func chainFiles(path, parent string) []os.FileInfo {
 		}
 	}
 	return out
-}
-
-// openRegular opens a file named by the mount table or by an image's
-// locators read-only, without blocking, and only if it is a regular file.
-func openRegular(path string, write bool) (format.File, error) {
-	if write {
-		return nil, format.ErrReadOnly
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, errors.New(path + " is not a regular file")
-	}
-	return f, nil
 }
 
 func hasFile(list []os.FileInfo, fi os.FileInfo) bool {

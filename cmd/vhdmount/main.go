@@ -227,6 +227,11 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 	}
 	opts := &format.Options{ReadOnly: ro, Parent: c.parent, IgnoreChecksums: c.ignoreChecksums}
 	d, err := format.Open(c.image, opts)
+	if errors.Is(err, format.ErrFormatReadOnly) {
+		rep.Printf("%s: writing VHDX images is not supported yet: mounting read-only", c.image)
+		ro, opts.ReadOnly = true, true
+		d, err = format.Open(c.image, opts)
+	}
 	// umount returns before the previous server has synced and closed the
 	// image: give a server that is shutting down a moment to let go. A live
 	// mount will not let go: name it and fail at once.
@@ -254,7 +259,7 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 	var srv *fuse.Server
 	helperSaid, err := captureStderr(func() error {
 		var err error
-		srv, err = vhdfs.Mount(mnt, w, vhdfs.Options{ReadOnly: ro, AllowOther: c.allowOther, Debug: c.debug, FsName: abs, Logf: rep.Printf})
+		srv, err = vhdfs.Mount(mnt, w, vhdfs.Options{ReadOnly: ro, AllowOther: c.allowOther, Debug: c.debug, FsName: abs, Logf: rep.Printf, Notef: rep.Note, NoPartitions: c.noPartitions})
 		return err
 	})
 	if err != nil {

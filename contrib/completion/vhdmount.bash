@@ -7,12 +7,12 @@ _vhdmount()
         --parent) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
         -o)
             local done=${cur%"${cur##*,}"}
-            COMPREPLY=($(compgen -P "$done" -W 'ro allow_other debug parent= ignore_checksums nofail defaults' -- "${cur##*,}"))
+            COMPREPLY=($(compgen -P "$done" -W 'ro allow_other debug parent= ignore_checksums no_partitions nofail defaults' -- "${cur##*,}"))
             compopt -o nospace 2>/dev/null
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W '--ro --allow-other -f --foreground -d --debug --parent --ignore-checksums -o --help' -- "$cur"))
+        COMPREPLY=($(compgen -W '--ro --allow-other -f --foreground -d --debug --parent --ignore-checksums --no-partitions -o --help' -- "$cur"))
         return
     fi
     # IMAGE, then MOUNTPOINT (a directory).

@@ -40,9 +40,6 @@ type SourceInfo struct {
 	RawSize int64
 }
 
-// ErrVHDX means the source is a VHDX image, which this package cannot read yet.
-var ErrVHDX = errors.New("VHDX image (not supported yet)")
-
 // OpenSource opens path as input format in (InputVHD, InputRaw, or
 // InputDetect). Detection: a file that opens as a VHD is one; a file whose
 // name ends in .vhd, .vhdx, .avhd or .avhdx and does not open is an error
@@ -70,9 +67,6 @@ func OpenSource(path, in, parent string) (Source, SourceInfo, func() error, erro
 			info.Format = InputVHD
 			return d, info, d.Close, nil
 		}
-		if errors.Is(err, format.ErrNotVHD) && IsVHDX(path) {
-			return nil, info, nil, fmt.Errorf("%s: %w", path, ErrVHDX)
-		}
 		if in == InputVHD || !errors.Is(err, format.ErrNotVHD) || HasDiskImageExt(path) {
 			return nil, info, nil, err
 		}
@@ -98,23 +92,6 @@ func HasDiskImageExt(path string) bool {
 		return true
 	}
 	return false
-}
-
-// IsVHDX reports whether the file at path starts with the VHDX file type
-// signature "vhdxfile". It opens only regular files.
-func IsVHDX(path string) bool {
-	fi, err := os.Stat(path)
-	if err != nil || !fi.Mode().IsRegular() {
-		return false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var sig [8]byte
-	_, err = f.ReadAt(sig[:], 0)
-	return err == nil && string(sig[:]) == "vhdxfile"
 }
 
 // describeMode names the kind of a file that is not regular.
