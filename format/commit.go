@@ -395,10 +395,3 @@ func (l *layer) empty() error {
 	l.dataLimit.Store(end)
 	return l.sync()
 }
-
-func (l *layer) sync() error {
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("vhd: %s: sync: %w", l.path, err)
-	}
-	return nil
-}

@@ -103,6 +103,7 @@ func Open(path string, opts *Options) (*Disk, error) {
 	}
 	if d.top != nil {
 		d.top.onAlloc = d.noteAlloc
+		d.top.onFree = d.noteFree
 		d.AllocatedBytes() // computed before any write, so writes can keep it current
 	}
 	return d, nil

@@ -11,7 +11,8 @@ const extentWindow = 1 << 30
 // that run ends (exclusive, at most Size()). A hole is a range that no file of
 // the chain stores, or that a layer marks as zeros (a VHDX ZERO block): it
 // reads as zeros. Data is any range some layer has allocated; it may still
-// read as zeros. Granularity is the block (whole fixed disks are data). off
+// read as zeros. Granularity is the block (a fixed disk follows the holes
+// of its file, at the filesystem's granularity). off
 // must be in [0, Size()).
 //
 // Each step looks at most extentWindow ahead in every layer and steps merge
@@ -90,8 +91,17 @@ func layerExtent(l lay.Layer, off, n int64) (lay.State, int64) {
 
 // AllocatedBytes returns how many bytes of the virtual disk some layer of the
 // chain stores (the sum of the data extents). It is computed once, in one
-// pass over the chain's tables, and kept current by writes.
+// pass over the chain's tables, and kept current by writes. A lone fixed
+// disk asks its file each time: what the host filesystem stores of the data
+// area (st_blocks), which follows writes into holes and discards.
 func (d *Disk) AllocatedBytes() int64 {
+	if len(d.layers) == 1 {
+		if l, ok := d.layers[0].(*layer); ok && l.fixed() {
+			if n, ok := l.fixedAllocated(); ok {
+				return n
+			}
+		}
+	}
 	d.allocOnce.Do(func() {
 		var n int64
 		for off := int64(0); off < d.size; {
@@ -109,6 +119,20 @@ func (d *Disk) AllocatedBytes() int64 {
 // noteAlloc is called by the top layer when it allocates the virtual range
 // [off, off+n): the bytes of it that no parent stored are new data.
 func (d *Disk) noteAlloc(off, n int64) {
+	d.allocated.Add(d.freshBytes(off, n))
+	d.allocGen.Add(1)
+}
+
+// noteFree is called by the top layer when it unallocates the virtual range
+// [off, off+n): the bytes of it that no parent stores are data no more.
+func (d *Disk) noteFree(off, n int64) {
+	d.allocated.Add(-d.freshBytes(off, n))
+	d.allocGen.Add(1)
+}
+
+// freshBytes counts the bytes of [off, off+n) (clipped to the disk) that
+// no parent stores.
+func (d *Disk) freshBytes(off, n int64) int64 {
 	n = min(n, d.size-off)
 	fresh := n
 	for pos := off; pos < off+n; {
@@ -130,6 +154,5 @@ func (d *Disk) noteAlloc(off, n int64) {
 		}
 		pos = end
 	}
-	d.allocated.Add(fresh)
-	d.allocGen.Add(1)
+	return fresh
 }

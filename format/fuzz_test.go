@@ -116,6 +116,13 @@ func (r recFile) WriteAt(p []byte, off int64) (int, error) {
 	return r.memFile.WriteAt(p, off)
 }
 
+// PunchHole is recorded as the write of zeros it amounts to.
+func (r recFile) PunchHole(off, n int64) error {
+	st, _ := r.memFile.Stat()
+	*r.log = append(*r.log, fileWrite{off, punchAsWrite(off, n, st.Size())})
+	return r.memFile.PunchHole(off, n)
+}
+
 // FuzzWriteCrash applies writes decoded from the input to a dynamic or a
 // differencing image, recording every write to the image file. Then, for
 // every prefix of those file writes (a crash after k of them), the file as
@@ -127,6 +134,9 @@ func FuzzWriteCrash(f *testing.F) {
 	f.Add([]byte{1, 0, 0x10, 0x01, 0xFF, 0xFF, 3, 0, 0x7F, 0xFF, 0x10, 0x00, 0})
 	f.Add([]byte{0, 0x07, 0xFF, 0x00, 0x04, 0x01, 9, 0x00, 0x00, 0x00, 0x00, 0x01, 0, 0x02, 0x34, 0x56, 0x80, 0x00, 5})
 	f.Add([]byte{1, 0x07, 0xFF, 0xFE, 0x00, 0x10, 1, 0x03, 0x00, 0x00, 0x20, 0x00, 2, 0x03, 0x00, 0x01, 0x00, 0x02, 3})
+	// Discards: whole blocks, a partial block, sub-sector, after writes.
+	f.Add([]byte{0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x00, 0x80, 0x00, 0xFF, 0x00, 0x10, 0x07, 0x00, 0x33, 0xFF})
+	f.Add([]byte{1, 0x01, 0x00, 0x00, 0x40, 0x00, 9, 0x00, 0xFF, 0x00, 0xFF, 0xFF, 0xFF, 0x01, 0x02, 0x03, 0x00, 0x10, 0xFF})
 	chains := fuzzWriteChains()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) < 1 {
@@ -140,10 +150,11 @@ func FuzzWriteCrash(f *testing.F) {
 		size := int64(len(models[0]))
 
 		// Decode up to 6 writes of 6 bytes each: offset (3 bytes), length
-		// (2 bytes), fill (0: zeros, else a pattern from it).
+		// (2 bytes), fill (0: zeros, 0xFF: a discard, else a pattern from it).
 		type op struct {
-			off int64
-			p   []byte
+			off     int64
+			p       []byte
+			discard bool
 		}
 		var ops []op
 		for len(data) >= 6 && len(ops) < 6 {
@@ -154,12 +165,12 @@ func FuzzWriteCrash(f *testing.F) {
 			off %= size
 			n = min(1+n%(80<<10), size-off)
 			p := make([]byte, n)
-			if fill != 0 {
+			if fill != 0 && fill != 0xFF {
 				for i := range p {
 					p[i] = fill + byte(i*7) + byte(i>>9)
 				}
 			}
-			ops = append(ops, op{off, p})
+			ops = append(ops, op{off, p, fill == 0xFF})
 		}
 
 		var log []fileWrite
@@ -177,7 +188,13 @@ func FuzzWriteCrash(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, op := range ops {
-			if _, err := d.WriteAt(op.p, op.off); err != nil {
+			var err error
+			if op.discard {
+				err = d.Discard(op.off, int64(len(op.p)))
+			} else {
+				_, err = d.WriteAt(op.p, op.off)
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			m := append([]byte(nil), models[len(models)-1]...)

@@ -75,6 +75,8 @@ type layer struct {
 
 	// onAlloc, set by the chain, hears of each block allocated (its virtual range)
 	onAlloc func(off, n int64)
+	// onFree, set by the chain, hears of each block a discard unallocated
+	onFree func(off, n int64)
 
 	parentName string
 }

@@ -46,6 +46,26 @@ func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
 	return copy(m.b[off:], p), nil
 }
 
+// PunchHole zeros [off, off+n) inside the file, keeping its size, as
+// fallocate(PUNCH_HOLE|KEEP_SIZE) does.
+func (m *memFile) PunchHole(off, n int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off < int64(len(m.b)) {
+		clear(m.b[off:min(off+n, int64(len(m.b)))])
+	}
+	return nil
+}
+
+// punchAsWrite is the write a punch of [off, off+n) amounts to in a file of
+// size bytes: zeros over the part inside the file.
+func punchAsWrite(off, n, size int64) []byte {
+	if off >= size {
+		return nil
+	}
+	return make([]byte, min(n, size-off))
+}
+
 func (m *memFile) Truncate(n int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -107,10 +107,10 @@ func (l *layer) Map(runs []lay.Run, off, n int64) ([]lay.Run, error) {
 
 // Extent reports whether the block at off is allocated in this file (Data)
 // or not (Parent), and how far, up to n bytes, blocks stay in that state.
-// Fixed disks are Data throughout.
+// A fixed disk follows the holes of its file (see fixedExtent).
 func (l *layer) Extent(off, n int64) (lay.State, int64) {
 	if l.fixed() {
-		return lay.Data, n
+		return l.fixedExtent(off, n)
 	}
 	blk := off / l.blockSize
 	alloc := l.entry(blk) != unallocated

@@ -35,6 +35,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
 	}
 	if l.fixed() {
+		defer d.allocGen.Add(1) // a write may fill a hole of the file
 		n, err := l.f.WriteAt(p, off)
 		if err != nil {
 			err = fmt.Errorf("vhd: %s: write %d bytes at 0x%x: %w", l.path, len(p), off, err)
@@ -59,6 +60,11 @@ func (d *Disk) writeBlock(l *layer, blk, in int64, p []byte, off int64) error {
 	lock := &l.blockLocks[blk%int64(len(l.blockLocks))]
 	lock.Lock()
 	defer lock.Unlock()
+	return d.writeBlockLocked(l, blk, in, p, off)
+}
+
+// writeBlockLocked is writeBlock with the block's lock held.
+func (d *Disk) writeBlockLocked(l *layer, blk, in int64, p []byte, off int64) error {
 	e := l.entry(blk)
 	if e == unallocated {
 		if l.footer.DiskType == TypeDynamic && isZero(p) {

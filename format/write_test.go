@@ -79,7 +79,12 @@ func TestRandomWrites(t *testing.T) {
 			}
 			for step := range 250 {
 				off, p := randomWrite(rng, d.Size(), bs)
-				if n, err := d.WriteAt(p, off); err != nil || n != len(p) {
+				if rng.IntN(4) == 0 { // a discard of the same shape
+					if err := d.Discard(off, int64(len(p))); err != nil {
+						t.Fatalf("step %d: Discard(%d bytes at %d): %v", step, len(p), off, err)
+					}
+					clear(p)
+				} else if n, err := d.WriteAt(p, off); err != nil || n != len(p) {
 					t.Fatalf("step %d: WriteAt(%d bytes at %d) = %d, %v", step, len(p), off, n, err)
 				}
 				copy(model[off:], p)
@@ -96,6 +101,7 @@ func TestRandomWrites(t *testing.T) {
 					checkAll(t, d, model, fmt.Sprintf("step %d", step))
 				}
 			}
+			kept := d.AllocatedBytes()
 			d.Close()
 			d, err = Open("/img/layer0.vhd", fsys.opts())
 			if err != nil {
@@ -103,6 +109,9 @@ func TestRandomWrites(t *testing.T) {
 			}
 			defer d.Close()
 			checkAll(t, d, model, "after reopening")
+			if again := d.AllocatedBytes(); again != kept {
+				t.Errorf("AllocatedBytes kept current by writes and discards: %d; counted again after reopening: %d", kept, again)
+			}
 			for p, b := range parents {
 				if !bytes.Equal(fsys[p].bytes(), b) {
 					t.Errorf("parent %s was modified", p)
@@ -200,7 +209,16 @@ func (c *crashFile) WriteAt(p []byte, off int64) (int, error) {
 	return c.memFile.WriteAt(p, off)
 }
 
-// TestCrashAtEveryWrite replays one sequence of writes, cut off after each
+// PunchHole counts as one write.
+func (c *crashFile) PunchHole(off, n int64) error {
+	if c.n <= 0 {
+		return errCrashed
+	}
+	c.n--
+	return c.memFile.PunchHole(off, n)
+}
+
+// TestCrashAtEveryWrite replays one sequence of writes and discards, cut off after each
 // possible number of file writes: the image as it is then must open, pass
 // Check, and show every WriteAt that completed before the cut.
 func TestCrashAtEveryWrite(t *testing.T) {
@@ -209,16 +227,19 @@ func TestCrashAtEveryWrite(t *testing.T) {
 	child := randomLayer(rng, 4, 4<<20, 1<<20, 2)
 	chain := []*tLayer{child, parent}
 	base := chainFS(chain)
-	var ops []struct {
-		off int64
-		p   []byte
+	type op struct {
+		off     int64
+		p       []byte
+		discard bool // Discard(off, len(p)); p holds zeros
 	}
-	for range 40 {
+	var ops []op
+	for range 60 {
 		off, p := randomWrite(rng, 4<<20, 1<<20)
-		ops = append(ops, struct {
-			off int64
-			p   []byte
-		}{off, p})
+		o := op{off, p, rng.IntN(3) == 0}
+		if o.discard {
+			clear(o.p)
+		}
+		ops = append(ops, o)
 	}
 	for cut := 0; ; cut++ {
 		fsys := memFS{}
@@ -240,7 +261,13 @@ func TestCrashAtEveryWrite(t *testing.T) {
 		model := flat(chain)
 		crashedAt := -1
 		for i, op := range ops {
-			if _, err := d.WriteAt(op.p, op.off); err != nil {
+			var err error
+			if op.discard {
+				err = d.Discard(op.off, int64(len(op.p)))
+			} else {
+				_, err = d.WriteAt(op.p, op.off)
+			}
+			if err != nil {
 				if !errors.Is(err, errCrashed) {
 					t.Fatal(err)
 				}

@@ -1,8 +1,8 @@
 // Package vhdfs exposes a virtual disk as a FUSE filesystem whose root holds
 // a regular file, disk.raw, and one file per partition of the disk's
 // partition table (p1, p2...), each a window onto disk.raw. It is a thin
-// translation of FUSE requests onto a Disk's ReadAt, WriteAt, Sync and
-// Extent; it knows nothing of the VHD format.
+// translation of FUSE requests onto a Disk's ReadAt, WriteAt, Sync, Extent
+// and Discard; it knows nothing of the VHD format.
 package vhdfs
 
 import (
@@ -10,6 +10,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math"
 	"os"
 	"syscall"
 	"time"
@@ -232,6 +233,51 @@ func (f *File) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscal
 // Flush is called on every close; writes are already in the image file.
 func (f *File) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { return 0 }
 
+// Discarder is implemented by a Disk that can discard a range: make it read
+// as zeros and give back the space it can. *format.Disk implements it.
+type Discarder interface {
+	Discard(off, n int64) error
+}
+
+// fallocate(2) modes.
+const (
+	fallocKeepSize  = 0x01 // FALLOC_FL_KEEP_SIZE
+	fallocPunchHole = 0x02 // FALLOC_FL_PUNCH_HOLE
+	fallocZeroRange = 0x10 // FALLOC_FL_ZERO_RANGE
+)
+
+// Allocate serves fallocate(2) on disk.raw for what a block device's discard
+// and write-zeroes need (the loop driver sends them so): PUNCH_HOLE|KEEP_SIZE
+// and ZERO_RANGE (with or without KEEP_SIZE) make the range read as zeros
+// through the Disk's Discard. The part of a range past the end of the disk is
+// ignored with KEEP_SIZE; without it, a range past the end would grow the
+// file and is refused (EPERM), as are the other modes (EOPNOTSUPP): plain
+// preallocation has nothing to do on a disk whose size is fixed.
+func (f *File) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	if f.ro {
+		return syscall.EROFS
+	}
+	dd, ok := f.d.(Discarder)
+	if !ok || (mode != fallocPunchHole|fallocKeepSize && mode&^fallocKeepSize != fallocZeroRange) {
+		return syscall.EOPNOTSUPP
+	}
+	if off > math.MaxInt64 || size > math.MaxInt64-off {
+		return syscall.EFBIG
+	}
+	disk := uint64(f.d.Size())
+	if mode&fallocKeepSize == 0 && off+size > disk {
+		return syscall.EPERM
+	}
+	if off >= disk || size == 0 {
+		return 0
+	}
+	err := dd.Discard(int64(off), int64(min(size, disk-off)))
+	if errors.Is(err, format.ErrUnsupported) {
+		return syscall.EOPNOTSUPP // e.g. a format that cannot discard yet
+	}
+	return f.errno(err)
+}
+
 // Lseek answers SEEK_DATA and SEEK_HOLE from the chain's allocation.
 func (f *File) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
 	const seekData, seekHole = 3, 4
@@ -284,5 +330,7 @@ var (
 	_ fs.NodeFsyncer   = (*File)(nil)
 	_ fs.NodeFlusher   = (*File)(nil)
 	_ fs.NodeLseeker   = (*File)(nil)
+	_ fs.NodeAllocater = (*File)(nil)
+	_ Discarder        = (*format.Disk)(nil)
 	_ Disk             = (*format.Disk)(nil)
 )

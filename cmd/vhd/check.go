@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -9,7 +10,11 @@ import (
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	image, asJSON, parent, code, ok := imageCommand("check", "validate the structure of an image and its chain; exit 0 when clean,\n1 when problems are found, 2 when the image cannot be read.", args, stdout, stderr)
+	var azure *bool
+	image, asJSON, parent, code, ok := imageCommand("check", "validate the structure of an image and its chain; exit 0 when clean,\n1 when problems are found, 2 when the image cannot be read. With --azure, also\nlist every reason Azure would refuse the image as an uploaded disk.", args, stdout, stderr,
+		func(fs *flag.FlagSet) {
+			azure = fs.Bool("azure", false, "also check what Azure requires of an uploaded disk (a fixed VHD, a whole number of MiB, 20 MiB to 32 TiB, footer at the end)")
+		})
 	if !ok {
 		return code
 	}
@@ -21,26 +26,46 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	defer d.Close()
 	probs := d.Check()
+	var az []string
+	if *azure {
+		az = d.AzureProblems()
+		if d.Depth() > 0 {
+			az = append([]string{fmt.Sprintf("a differencing disk over %d parent(s): Azure takes one fixed VHD (vhd convert -O fixed --azure)", d.Depth())}, az...)
+		}
+	}
 	if asJSON {
 		out := struct {
 			Image    string           `json:"image"`
 			Layers   int              `json:"layers"`
 			Clean    bool             `json:"clean"`
 			Problems []format.Problem `json:"problems"`
-		}{image, d.Depth() + 1, len(probs) == 0, probs}
+			Azure    *[]string        `json:"azure_problems,omitempty"`
+		}{image, d.Depth() + 1, len(probs) == 0 && len(az) == 0, probs, nil}
 		if out.Problems == nil {
 			out.Problems = []format.Problem{}
+		}
+		if *azure {
+			if az == nil {
+				az = []string{}
+			}
+			out.Azure = &az
 		}
 		writeJSON(stdout, out)
 	} else {
 		for _, p := range probs {
 			fmt.Fprintln(stdout, p)
 		}
-		if len(probs) == 0 {
+		for _, p := range az {
+			fmt.Fprintf(stdout, "%s: Azure would refuse it: %s\n", image, p)
+		}
+		switch {
+		case len(probs) == 0 && len(az) == 0 && *azure:
+			fmt.Fprintf(stdout, "%s: no problems found; Azure requirements met\n", image)
+		case len(probs) == 0 && len(az) == 0:
 			fmt.Fprintf(stdout, "%s: no problems found (%d image(s) in the chain)\n", image, d.Depth()+1)
 		}
 	}
-	if len(probs) > 0 {
+	if len(probs) > 0 || len(az) > 0 {
 		return exitFail
 	}
 	return exitOK
@@ -49,10 +74,18 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 // imageCommand parses the command line of a command that takes one IMAGE
 // and the --json and --parent flags (info, check). ok is false when the
 // command must end with code (after --help or a usage error, reported).
-func imageCommand(name, about string, args []string, stdout, stderr io.Writer) (image string, asJSON bool, parent string, code int, ok bool) {
-	c := newCommand(name, []string{name + " [--json] [--parent PATH] IMAGE"}, strings.ToUpper(about[:1])+about[1:], stdout, stderr)
+// extra, if given, adds more flags.
+func imageCommand(name, about string, args []string, stdout, stderr io.Writer, extra ...func(*flag.FlagSet)) (image string, asJSON bool, parent string, code int, ok bool) {
+	line := name + " [--json] [--parent PATH] IMAGE"
+	if name == "check" {
+		line = name + " [--json] [--parent PATH] [--azure] IMAGE"
+	}
+	c := newCommand(name, []string{line}, strings.ToUpper(about[:1])+about[1:], stdout, stderr)
 	j := c.fs.Bool("json", false, "print JSON instead of text")
 	p := c.fs.String("parent", "", "use `PATH` as the image's parent instead of its locators (its unique id must still match)")
+	for _, f := range extra {
+		f(c.fs)
+	}
 	pos, code, ok := c.parse(args)
 	if !ok {
 		return "", false, "", code, false

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -158,7 +159,7 @@ func TestHelp(t *testing.T) {
 		}
 	}
 	_, top, _ := runVHD("--help")
-	for _, cmd := range []string{"info", "create", "convert", "check", "commit", "relink"} {
+	for _, cmd := range []string{"info", "create", "convert", "check", "resize", "compact", "commit", "relink"} {
 		for _, h := range []string{"-h", "--help"} {
 			code, out, errs := runVHD(cmd, h)
 			if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: vhd "+cmd) {
@@ -498,15 +499,39 @@ func TestConvertLoopDevice(t *testing.T) {
 	}
 }
 
+// slowSource makes a 1 TiB dynamic disk whose reading takes minutes while
+// the file holds 4 MiB: every BAT entry points at one block of data (a
+// sparse fixed disk would not do: its holes are skipped).
+func slowSource(t *testing.T, path string) {
+	t.Helper()
+	if code, _, e := runVHD("create", "--block-size", "2M", path, "1T"); code != 0 {
+		t.Fatal(e)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	footer := append([]byte(nil), b[len(b)-512:]...)
+	hdr := int64(binary.BigEndian.Uint64(footer[0x10:]))
+	bat := int64(binary.BigEndian.Uint64(b[hdr+0x10:]))
+	blk := int64(len(b) - 512)                                  // the block goes where the footer was
+	block := bytes.Repeat([]byte{0xFF}, 512)                    // bitmap: all present
+	block = append(block, bytes.Repeat([]byte{0x5A}, 2<<20)...) // data
+	for i := range 1 << 19 {
+		binary.BigEndian.PutUint32(b[bat+4*int64(i):], uint32(blk/512))
+	}
+	b = append(append(b[:blk], block...), footer...)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestConvertSignal: SIGTERM or SIGINT during a conversion removes the
 // hidden temporary file and exits 128+signal.
 func TestConvertSignal(t *testing.T) {
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big.vhd")
-	// A 1 TiB fixed disk is a sparse file whose reading takes minutes.
-	if code, _, e := runVHD("create", "-t", "fixed", src, "1T"); code != 0 {
-		t.Fatal(e)
-	}
+	slowSource(t, src)
 	for _, c := range []struct {
 		sig  syscall.Signal
 		code int

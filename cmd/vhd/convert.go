@@ -15,7 +15,7 @@ import (
 
 func cmdConvert(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("convert", []string{
-		"convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST",
+		"convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST",
 	}, `Convert SRC (a VHD with its chain of parents, or a raw disk) to DST.
 Unallocated and all-zero ranges stay holes or unallocated blocks. DST is
 written beside itself and renamed into place when complete. An existing DST
@@ -28,6 +28,7 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 	force := c.fs.Bool("force", false, "replace DST if it exists")
 	syncOut := c.fs.Bool("sync", false, "fsync DST before exiting (like cp and qemu-img, the default leaves it to the kernel)")
 	parent := c.fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators (its unique id must still match)")
+	azure := c.fs.Bool("azure", false, "make an image Azure takes (with -O fixed): the size is rounded up to a whole MiB (zeros at the end); sizes Azure refuses are refused")
 	pos, code, ok := c.parse(args)
 	if !ok {
 		return code
@@ -68,6 +69,10 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 		}
 	}
 
+	if *azure && o.Output != convert.Fixed {
+		return c.usageErr("--azure needs -O fixed: Azure takes fixed VHDs only")
+	}
+
 	if _, err := os.Lstat(dst); err == nil && !*force {
 		return fail(stderr, fmt.Errorf("%s: exists; use --force to replace it", dst))
 	}
@@ -88,6 +93,12 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 	if info.Format == convert.InputRaw && info.RawSize != src.Size() {
 		fmt.Fprintf(stderr, "vhd: note: %s is %d bytes, not a multiple of 512; the disk is padded with zeros to %d\n",
 			srcPath, info.RawSize, src.Size())
+	}
+
+	if *azure {
+		if o.Size, err = azureSize(src.Size(), stderr); err != nil {
+			return fail(stderr, err)
+		}
 	}
 
 	// SIGINT, SIGTERM and SIGHUP stop the conversion; Convert removes its

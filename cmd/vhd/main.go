@@ -1,10 +1,12 @@
 // Command vhd inspects, creates, converts and checks VHD images.
 //
 //	vhd info [--json] [--parent PATH] IMAGE
-//	vhd create [-t fixed|dynamic] [--block-size N] IMAGE SIZE
+//	vhd create [-t fixed|dynamic] [--block-size N] [--azure] IMAGE SIZE
 //	vhd create --parent PARENT [--block-size N] IMAGE
-//	vhd convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST
-//	vhd check [--json] [--parent PATH] IMAGE
+//	vhd convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST
+//	vhd check [--json] [--parent PATH] [--azure] IMAGE
+//	vhd resize [--shrink] [--parent PATH] IMAGE [+|-]SIZE
+//	vhd compact [--parent PATH] IMAGE
 //	vhd commit [--remove] [--force] CHILD
 //	vhd relink --parent NEWPATH CHILD
 //	vhd --version
@@ -44,15 +46,21 @@ const usage = `usage: vhd COMMAND [options] ARGS
 Commands:
   info [--json] [--parent PATH] IMAGE
         describe an image and its chain of parents
-  create [-t fixed|dynamic] [--block-size N] IMAGE SIZE
-        create an empty image (SIZE like 64M, 10G, 1T; at most 2040G)
+  create [-t fixed|dynamic] [--block-size N] [--azure] IMAGE SIZE
+        create an empty image (SIZE like 64M, 10G, 1T; at most 2040G;
+        --azure: fixed, rounded up to a whole MiB for Azure)
   create --parent PARENT [--block-size N] IMAGE
         create an empty differencing disk over PARENT
-  convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--force] [--sync] SRC DST
+  convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST
         convert a VHD (with its chain) or a raw disk; unallocated and
-        all-zero ranges stay sparse
-  check [--json] [--parent PATH] IMAGE
-        validate the structure of an image and its chain
+        all-zero ranges stay sparse (--azure: with -O fixed, for Azure)
+  check [--json] [--parent PATH] [--azure] IMAGE
+        validate the structure of an image and its chain (--azure: and
+        what Azure requires of an uploaded disk)
+  resize [--shrink] [--parent PATH] IMAGE [+|-]SIZE
+        change the virtual size of an image
+  compact [--parent PATH] IMAGE
+        give back the space of all-zero blocks and gaps
   commit [--remove] [--force] CHILD
         write a differencing disk's data into its parent, then empty
         (or remove) it
@@ -77,6 +85,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"create":  cmdCreate,
 		"convert": cmdConvert,
 		"check":   cmdCheck,
+		"resize":  cmdResize,
+		"compact": cmdCompact,
 		"commit":  cmdCommit,
 		"relink":  cmdRelink,
 	}

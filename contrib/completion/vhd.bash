@@ -6,11 +6,11 @@ _vhd()
     local cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
         case ${COMP_WORDS[i]} in
-            info|create|convert|check|commit|relink) cmd=${COMP_WORDS[i]}; break ;;
+            info|create|convert|check|resize|compact|commit|relink) cmd=${COMP_WORDS[i]}; break ;;
         esac
     done
     if [[ -z $cmd ]]; then
-        COMPREPLY=($(compgen -W 'info create convert check commit relink --help --version' -- "$cur"))
+        COMPREPLY=($(compgen -W 'info create convert check resize compact commit relink --help --version' -- "$cur"))
         return
     fi
     case $prev in
@@ -23,9 +23,12 @@ _vhd()
     if [[ $cur == -* ]]; then
         local opts
         case $cmd in
-            info|check) opts='--json --parent --help' ;;
-            create) opts='-t --block-size --parent --help' ;;
-            convert) opts='-O -f --block-size --parent --force --sync --help' ;;
+            info) opts='--json --parent --help' ;;
+            check) opts='--json --parent --azure --help' ;;
+            create) opts='-t --block-size --parent --azure --help' ;;
+            convert) opts='-O -f --block-size --parent --azure --force --sync --help' ;;
+            resize) opts='--shrink --parent --help' ;;
+            compact) opts='--parent --help' ;;
             commit) opts='--remove --force --help' ;;
             relink) opts='--parent --help' ;;
         esac

@@ -44,6 +44,10 @@ type Options struct {
 	// Sync fsyncs the output before it is moved into place. A block device
 	// is always synced.
 	Sync bool
+	// Size, if larger than the source's, is the virtual size of a Fixed or
+	// Dynamic output: the disk is extended with zeros (vhd convert --azure
+	// rounds up to a whole MiB). Zero means the source's size.
+	Size int64
 	// Progress, if set, is called with the number of bytes of the virtual
 	// disk just processed; the calls add up to the source's size. It may be
 	// called from several goroutines at once.
@@ -108,6 +112,9 @@ func Convert(ctx context.Context, src Source, dst string, o Options) error {
 	}
 	if o.BlockSize != 0 && o.Output != Dynamic {
 		return errors.New("a block size applies only to a dynamic output")
+	}
+	if o.Size != 0 && (o.Output == Raw || o.Size < src.Size()) {
+		return fmt.Errorf("output size %d: applies only to a fixed or dynamic output at least as large as the source (%d bytes)", o.Size, src.Size())
 	}
 	d, err := openDest(dst, src.Size(), o)
 	if err != nil {
@@ -293,7 +300,7 @@ func writeVHD(ctx context.Context, src Source, tmp string, o Options) error {
 	if o.Output == Fixed {
 		typ = format.TypeFixed
 	}
-	if err := format.Create(tmp, format.CreateOptions{Type: typ, Size: src.Size(), BlockSize: o.BlockSize}); err != nil {
+	if err := format.Create(tmp, format.CreateOptions{Type: typ, Size: max(src.Size(), o.Size), BlockSize: o.BlockSize}); err != nil {
 		return err
 	}
 	d, err := format.Open(tmp, nil)

@@ -122,7 +122,7 @@ func unhex(c byte) (byte, bool) {
 func mustGUID(s string) GUID {
 	g, ok := parseGUID(s)
 	if !ok {
-		panic("bad GUID literal " + s)
+		panic("BUG: bad GUID literal " + s) // only package-level literals come here
 	}
 	return g
 }
