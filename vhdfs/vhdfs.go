@@ -170,12 +170,18 @@ func (f *File) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	return f.Getattr(ctx, fh, out)
 }
 
-// Open refuses writing opens of a read-only disk.
+// Open refuses writing opens of a read-only disk. It lets the kernel keep
+// disk.raw's page cache from one open to the next (FOPEN_KEEP_CACHE): the
+// cache cannot go stale, since every change to the disk comes through this
+// mount (the image is locked against other writers, and parents are never
+// written) and the kernel updates or invalidates its cache on each write
+// it sends us, buffered or O_DIRECT. Writes still go through to the image
+// before write(2) returns (no writeback cache; see docs/performance.md).
 func (f *File) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if f.ro && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, 0, 0
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // Read reads from the disk.
