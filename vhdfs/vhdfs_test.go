@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -196,7 +198,8 @@ func (d *lockedDisk) snapshot() []byte {
 	return bytes.Clone(d.b)
 }
 
-// TestKeepCacheCoherent mounts for real and checks that the kernel keeps
+// TestKeepCacheCoherent mounts for real and checks that the mount's
+// readahead is raised, that the kernel keeps
 // disk.raw's page cache between opens (FOPEN_KEEP_CACHE: a second buffered
 // read of the whole file asks the server nothing) and that this cache never
 // shows stale data: after the whole file is cached, buffered and O_DIRECT
@@ -227,6 +230,9 @@ func TestKeepCacheCoherent(t *testing.T) {
 		}
 	}
 	defer unmount()
+	if b, err := os.ReadFile(bdiPath(mnt)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(readaheadKiB) {
+		t.Errorf("readahead of the mount: %q, %v; want %d KiB", b, err, readaheadKiB)
+	}
 	file := filepath.Join(mnt, FileName)
 	readAll := func(flags int) []byte {
 		t.Helper()
