@@ -65,6 +65,12 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 		// Extended attributes are not supported; saves a round trip per
 		// security.capability lookup on every write.
 		DisableXAttrs: true,
+		// Our READ replies are bytes in memory, never a file descriptor to
+		// splice from; go-fuse would still take a pipe and write the reply
+		// header into it for every READ before falling back to writev, and
+		// log a failure for every 1 MiB reply (the pipe cannot grow past
+		// fs.pipe-max-size, 1 MiB by default).
+		DisableSplice: true,
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
