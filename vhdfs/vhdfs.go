@@ -224,13 +224,18 @@ func (f *File) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// Read reads from the disk.
+// Read reads from the disk. A failed read returns no data at all: go-fuse
+// (with splicing off) would send the bytes of a result with status OK over
+// the error, and the kernel would take the short read for the end of file.
 func (f *File) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := f.d.ReadAt(dest, off)
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
-	return fuse.ReadResultData(dest[:n]), f.errno(err)
+	if errno := f.errno(err); errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }
 
 // Write writes to the disk; past its end is ENOSPC, as for a block device.

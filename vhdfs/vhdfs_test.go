@@ -296,6 +296,37 @@ func TestKeepCacheCoherent(t *testing.T) {
 	unmount()
 }
 
+// TestReadErrorThroughMount: a read the disk fails reaches the reader as
+// EIO, buffered and O_DIRECT, never as a short read (which the kernel would
+// take for the end of the file).
+func TestReadErrorThroughMount(t *testing.T) {
+	testenv.Require(t, os.Geteuid() == 0, "mounting needs root (FUSE direct mount)")
+	_, err := os.Stat("/dev/fuse")
+	testenv.Require(t, err == nil, "mounting needs /dev/fuse")
+	d := &lockedDisk{fakeDisk: fakeDisk{b: make([]byte, 1<<20), dataEnd: 1 << 20}}
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, d, Options{Logf: func(string, ...any) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Unmount(); srv.Wait() }()
+	d.mu.Lock()
+	d.err = &format.FormatError{Err: format.ErrCorrupt}
+	d.mu.Unlock()
+	for _, flags := range []int{0, syscall.O_DIRECT} {
+		f, err := os.OpenFile(filepath.Join(mnt, FileName), os.O_RDONLY|flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := alignedBuf(t, 64<<10)
+		n, err := f.ReadAt(buf, 0)
+		f.Close()
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("read (flags %#x) of a failing disk: %d bytes, %v; want EIO", flags, n, err)
+		}
+	}
+}
+
 // alignedBuf returns n bytes aligned for O_DIRECT.
 func alignedBuf(t *testing.T, n int) []byte {
 	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
