@@ -1,8 +1,11 @@
-// Command bench measures vhdmount against its peers on this machine, side by
-// side in one run: libvhdi's vhdimount (read-only), a minimal go-fuse server
-// exposing the raw file (the FUSE ceiling), and qemu-img for conversion.
-// Contenders alternate within each repetition; the report gives medians and
-// ratios, as a table on stdout and as bench.json. See docs/performance.md.
+// Command bench measures vhdmount against the real limits on this machine,
+// side by side in one run: the raw file itself (page cache warm, and cold),
+// a kernel loop device over it, a minimal go-fuse server exposing it (the
+// FUSE ceiling), qemu-storage-daemon's FUSE export, libvhdi's vhdimount, and
+// qemu-img for conversion. Contenders interleave, their order rotated each
+// repetition; ratios are taken pair by pair within a repetition and reported
+// as median [min-max], as a table on stdout and as bench.json. See
+// docs/performance.md.
 //
 //	go run ./bench [-quick] [-reps N] [-dir DIR] [-json bench.json]
 //	go run ./bench serve-raw FILE MOUNTPOINT   (the ceiling server, used internally)
@@ -14,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -34,10 +38,11 @@ type config struct {
 	reps    int
 	dir     string
 	out     string
-	size    int64 // dataset size
-	runtime int   // seconds per time-based fio run
+	size    int64  // dataset size
+	runtime string // duration of a time-based fio run (fio's syntax)
 	bin     string
 	only    string
+	verbose bool
 }
 
 // want reports whether workload name is selected by -only.
@@ -52,19 +57,20 @@ func main() {
 		return
 	}
 	c := &config{}
-	flag.BoolVar(&c.quick, "quick", false, "a subset that runs in about a minute (smaller data, fewer repetitions)")
+	flag.BoolVar(&c.quick, "quick", false, "a subset that runs in about a minute (smaller data, shorter runs, fewer repetitions and peers)")
 	flag.IntVar(&c.reps, "reps", 0, "repetitions of each measurement (default 5, 3 with -quick)")
 	flag.StringVar(&c.dir, "dir", "", "work directory for the inputs (default: a new one under /var/tmp)")
 	flag.StringVar(&c.out, "json", "bench.json", "where to write the JSON report")
 	flag.StringVar(&c.bin, "bin", "bin", "directory with the built vhd and vhdmount")
 	flag.StringVar(&c.only, "only", "", "run only the workloads whose name contains this (e.g. seqread, write, convert, open)")
+	flag.BoolVar(&c.verbose, "v", false, "print how long each run's setup, measurement and teardown took")
 	flag.Parse()
-	c.size, c.runtime = 1<<30, 4
+	c.size, c.runtime = 1<<30, "2s"
 	if c.reps == 0 {
 		c.reps = 5
 	}
 	if c.quick {
-		c.size, c.runtime = 128<<20, 1
+		c.size, c.runtime = 128<<20, "500ms"
 		if c.reps == 5 {
 			c.reps = 3
 		}
@@ -75,24 +81,9 @@ func main() {
 	}
 }
 
-// mountpoints to unmount on exit, in reverse order.
-var mounted []string
-
-func cleanupMounts() {
-	for i := len(mounted) - 1; i >= 0; i-- {
-		if isMounted(mounted[i]) {
-			if err := syscall.Unmount(mounted[i], 0); err != nil {
-				syscall.Unmount(mounted[i], syscall.MNT_DETACH)
-			}
-		}
-		os.Remove(mounted[i])
-	}
-	mounted = nil
-}
-
 func run(c *config) error {
 	if os.Geteuid() != 0 {
-		return errors.New("needs root (FUSE mounts, dropping caches)")
+		return errors.New("needs root (FUSE mounts, loop devices, dropping caches)")
 	}
 	var err error
 	if c.bin, err = filepath.Abs(c.bin); err != nil {
@@ -103,24 +94,29 @@ func run(c *config) error {
 			return fmt.Errorf("%s/%s not built (run make build): %v", c.bin, b, err)
 		}
 	}
-	if _, err := exec.LookPath("fio"); err != nil {
-		return errors.New("fio is not installed (apt-get install fio)")
+	for _, t := range []string{"fio", "losetup", "fincore"} {
+		if _, err := exec.LookPath(t); err != nil {
+			return fmt.Errorf("%s is not installed (apt-get install fio util-linux)", t)
+		}
 	}
+	removeDir := func() {}
 	if c.dir == "" {
 		if c.dir, err = os.MkdirTemp("/var/tmp", "vhdmount-bench-"); err != nil {
 			return err
 		}
-		defer os.RemoveAll(c.dir)
+		dir := c.dir
+		removeDir = func() { os.RemoveAll(dir) }
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sig
-		cleanupMounts()
-		os.RemoveAll(c.dir)
+		runCleanups()
+		removeDir()
 		os.Exit(130)
 	}()
-	defer cleanupMounts()
+	defer removeDir()
+	defer runCleanups()
 
 	start := time.Now()
 	rep := &report{Date: start.UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), Kernel: kernel(), Quick: c.quick,
@@ -132,16 +128,22 @@ func run(c *config) error {
 	}
 	fmt.Printf("inputs ready in %.1fs\n", time.Since(start).Seconds())
 	peers := checkPeers(rep)
+	if c.quick {
+		rep.skip("qsd, vhdimount, and the raw file in write workloads", "left out of -quick to keep it short; make bench runs them")
+	}
 	if err := readWorkloads(c, in, peers, rep); err != nil {
 		return err
 	}
-	if err := writeWorkloads(c, in, rep); err != nil {
+	runCleanups() // the read mounts and loop devices
+	if err := writeWorkloads(c, in, peers, rep); err != nil {
 		return err
 	}
-	if err := convertWorkloads(c, in, peers, rep); err != nil {
+	convertWorkloads(c, in, peers, rep)
+	opens := []struct{ name, img string }{{"empty-2040GiB", in.empty2T}, {"chain4", in.chainTop}}
+	if err := vhdxWorkloads(c, in, peers, rep, &opens); err != nil {
 		return err
 	}
-	if err := openWorkloads(c, in, rep); err != nil {
+	if err := openWorkloads(c, opens, rep); err != nil {
 		return err
 	}
 	rep.Seconds = time.Since(start).Seconds()
@@ -156,16 +158,20 @@ func run(c *config) error {
 
 // inputs are the files every workload uses.
 type inputs struct {
-	raw, fixed, dyn, chainTop, empty2T string
+	raw, dyn, chainTop, empty2T string
+	chain                       []string // base first, top last
+	wraw, wvhd                  string   // write targets' source: a quarter of raw, and as a dynamic VHD
+	qsdDyn, qsdW                string   // dyn and wvhd as qemu-img makes them, for qemu-storage-daemon ("" without qemu-img)
 }
 
-// makeInputs writes the random dataset as raw, fixed and dynamic, a 4-deep
+// makeInputs writes the random dataset as raw and dynamic, a 4-deep
 // differencing chain (base plus four children) with the same flat content,
-// and an empty 2 TiB dynamic disk.
+// an empty 2 TiB dynamic disk, and the source of the write targets.
 func makeInputs(c *config) (*inputs, error) {
 	in := &inputs{
-		raw: filepath.Join(c.dir, "data.raw"), fixed: filepath.Join(c.dir, "fixed.vhd"),
-		dyn: filepath.Join(c.dir, "dyn.vhd"), empty2T: filepath.Join(c.dir, "empty2t.vhd"),
+		raw: filepath.Join(c.dir, "data.raw"), dyn: filepath.Join(c.dir, "dyn.vhd"),
+		empty2T: filepath.Join(c.dir, "empty2t.vhd"),
+		wraw:    filepath.Join(c.dir, "wsrc.raw"), wvhd: filepath.Join(c.dir, "wsrc.vhd"),
 	}
 	f, err := os.Create(in.raw)
 	if err != nil {
@@ -185,10 +191,13 @@ func makeInputs(c *config) (*inputs, error) {
 		}
 	}
 	f.Close()
+	if err := copyPrefix(in.raw, in.wraw, c.size/4); err != nil {
+		return nil, err
+	}
 	vhd := filepath.Join(c.bin, "vhd")
 	for _, a := range [][]string{
-		{"convert", "-O", "fixed", in.raw, in.fixed},
 		{"convert", "-O", "dynamic", in.raw, in.dyn},
+		{"convert", "-O", "dynamic", in.wraw, in.wvhd},
 		{"create", in.empty2T, "2040G"}, // the largest VHD the spec allows, ~2 TiB
 	} {
 		if out, err := exec.Command(vhd, a...).CombinedOutput(); err != nil {
@@ -203,6 +212,7 @@ func makeInputs(c *config) (*inputs, error) {
 	if out, err := exec.Command("cp", "--sparse=always", in.dyn, base).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("cp: %v: %s", err, out)
 	}
+	in.chain = []string{base}
 	src, err := os.Open(in.raw)
 	if err != nil {
 		return nil, err
@@ -234,10 +244,47 @@ func makeInputs(c *config) (*inputs, error) {
 		if err := d.Close(); err != nil {
 			return nil, err
 		}
+		in.chain = append(in.chain, child)
 		prev = child
 	}
 	in.chainTop = prev
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		in.qsdDyn, in.qsdW = filepath.Join(c.dir, "qsd-dyn.vhd"), filepath.Join(c.dir, "qsd-wsrc.vhd")
+		for _, a := range [][2]string{{in.raw, in.qsdDyn}, {in.wraw, in.qsdW}} {
+			if _, err := runOut("qemu-img", "convert", "-O", "vpc", "-o", "subformat=dynamic,force_size=on", a[0], a[1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Written once and durable: no writeback of the inputs during a run,
+	// and their pages are clean, so a cold run can drop them.
+	for _, f := range append([]string{in.raw, in.dyn, in.wraw, in.wvhd, in.empty2T, in.qsdDyn, in.qsdW}, in.chain...) {
+		if f == "" {
+			continue
+		}
+		if err := fsyncFile(f); err != nil {
+			return nil, err
+		}
+	}
 	return in, nil
+}
+
+// copyPrefix writes the first n bytes of src to a new file dst.
+func copyPrefix(src, dst string, n int64) error {
+	s, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	d, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(d, s, n); err != nil {
+		d.Close()
+		return err
+	}
+	return d.Close()
 }
 
 func kernel() string {
@@ -283,12 +330,15 @@ func isMounted(dir string) bool {
 	return ok
 }
 
-// waitMounted polls mountinfo (bounded) until dir is a mount point.
-func waitMounted(dir string, proc *exec.Cmd) error {
+// waitMounted polls mountinfo (bounded) until dir is a mount point; exited,
+// if not nil, is closed when the server has exited.
+func waitMounted(dir string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for !isMounted(dir) {
-		if proc != nil && proc.ProcessState != nil {
+		select {
+		case <-exited:
 			return fmt.Errorf("server for %s exited", dir)
+		default:
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not mounted after 20s", dir)
@@ -296,11 +346,6 @@ func waitMounted(dir string, proc *exec.Cmd) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
-}
-
-// dropCache drops the page cache of one file, as the issue prescribes.
-func dropCache(file string) {
-	exec.Command("dd", "of=/dev/null", "if="+file, "iflag=nocache", "count=0", "status=none").Run()
 }
 
 func runOut(name string, args ...string) (string, error) {

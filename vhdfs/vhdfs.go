@@ -8,10 +8,12 @@ package vhdfs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -71,6 +73,12 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 		// Extended attributes are not supported; saves a round trip per
 		// security.capability lookup on every write.
 		DisableXAttrs: true,
+		// Our READ replies are bytes in memory, never a file descriptor to
+		// splice from; go-fuse would still take a pipe and write the reply
+		// header into it for every READ before falling back to writev, and
+		// log a failure for every 1 MiB reply (the pipe cannot grow past
+		// fs.pipe-max-size, 1 MiB by default).
+		DisableSplice: true,
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
@@ -98,8 +106,37 @@ func Mount(mountpoint string, d Disk, o Options) (*fuse.Server, error) {
 				root.file.logf("%s", m.msg)
 			}
 		}
+		raiseReadahead(mountpoint)
 	}
 	return srv, err
+}
+
+// readaheadKiB is the kernel readahead asked for disk.raw. FUSE starts every
+// mount at 128 KiB (the server can only lower it in INIT), so a sequential
+// reader has one request in flight and waits for each: on a cold chain the
+// server's reads of its layer files then run one after another. 4 MiB keeps
+// several 1 MiB requests in flight, which the server serves in parallel.
+const readaheadKiB = 4096
+
+// raiseReadahead sets the mount's readahead through sysfs. Only root may;
+// for anyone else, or without sysfs, the kernel's default stays.
+func raiseReadahead(mountpoint string) {
+	if p := bdiPath(mountpoint); p != "" {
+		os.WriteFile(p, []byte(strconv.Itoa(readaheadKiB)), 0)
+	}
+}
+
+// bdiPath returns the sysfs read_ahead_kb file of the filesystem mounted at
+// mountpoint ("" if it cannot tell).
+func bdiPath(mountpoint string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mountpoint, &st); err != nil {
+		return ""
+	}
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^uint64(0xfff)
+	minor := dev&0xff | (dev>>12)&^uint64(0xff)
+	return fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", major, minor)
 }
 
 // Root is the filesystem root: a directory with disk.raw and a file per
@@ -187,21 +224,32 @@ func (f *File) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 	return f.Getattr(ctx, fh, out)
 }
 
-// Open refuses writing opens of a read-only disk.
+// Open refuses writing opens of a read-only disk. It lets the kernel keep
+// disk.raw's page cache from one open to the next (FOPEN_KEEP_CACHE): the
+// cache cannot go stale, since every change to the disk comes through this
+// mount (the image is locked against other writers, and parents are never
+// written) and the kernel updates or invalidates its cache on each write
+// it sends us, buffered or O_DIRECT. Writes still go through to the image
+// before write(2) returns (no writeback cache; see docs/performance.md).
 func (f *File) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if f.ro && flags&(syscall.O_WRONLY|syscall.O_RDWR) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return nil, 0, 0
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// Read reads from the disk.
+// Read reads from the disk. A failed read returns no data at all: go-fuse
+// (with splicing off) would send the bytes of a result with status OK over
+// the error, and the kernel would take the short read for the end of file.
 func (f *File) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	n, err := f.d.ReadAt(dest, off)
 	if errors.Is(err, io.EOF) {
 		err = nil
 	}
-	return fuse.ReadResultData(dest[:n]), f.errno(err)
+	if errno := f.errno(err); errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:n]), 0
 }
 
 // Write writes to the disk as a block device does: a write crossing the end

@@ -1,16 +1,23 @@
 package vhdfs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
 // fakeDisk is a Disk in memory with data in [dataStart, dataEnd) and holes
@@ -192,4 +199,178 @@ func TestLseek(t *testing.T) {
 			t.Errorf("lseek(%d, %d) = %d, %v; want %d, %v", c.off, c.whence, got, errno, c.want, c.errno)
 		}
 	}
+}
+
+// lockedDisk is a fakeDisk safe for the concurrent calls of a real mount.
+type lockedDisk struct {
+	mu    sync.Mutex
+	reads int // ReadAt calls
+	fakeDisk
+}
+
+func (d *lockedDisk) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reads++
+	return d.fakeDisk.ReadAt(p, off)
+}
+
+func (d *lockedDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fakeDisk.WriteAt(p, off)
+}
+
+func (d *lockedDisk) snapshot() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return bytes.Clone(d.b)
+}
+
+// TestKeepCacheCoherent mounts for real and checks that the mount's
+// readahead is raised, that the kernel keeps
+// disk.raw's page cache between opens (FOPEN_KEEP_CACHE: a second buffered
+// read of the whole file asks the server nothing) and that this cache never
+// shows stale data: after the whole file is cached, buffered and O_DIRECT
+// writes through other opens reach the disk, and a later open reads them,
+// buffered and O_DIRECT, byte for byte as the disk holds them.
+func TestKeepCacheCoherent(t *testing.T) {
+	testenv.Require(t, os.Geteuid() == 0, "mounting needs root (FUSE direct mount)")
+	_, err := os.Stat("/dev/fuse")
+	testenv.Require(t, err == nil, "mounting needs /dev/fuse")
+	const size = 1 << 20
+	d := &lockedDisk{fakeDisk: fakeDisk{b: make([]byte, size), dataEnd: size}}
+	for i := range d.b {
+		d.b[i] = byte(i * 7)
+	}
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, d, Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unmounted := false
+	unmount := func() {
+		if !unmounted {
+			unmounted = true
+			if err := srv.Unmount(); err != nil {
+				t.Error(err)
+			}
+			srv.Wait()
+		}
+	}
+	defer unmount()
+	if b, err := os.ReadFile(bdiPath(mnt)); err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(readaheadKiB) {
+		t.Errorf("readahead of the mount: %q, %v; want %d KiB", b, err, readaheadKiB)
+	}
+	file := filepath.Join(mnt, FileName)
+	readAll := func(flags int) []byte {
+		t.Helper()
+		f, err := os.OpenFile(file, os.O_RDONLY|flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		buf := alignedBuf(t, size)
+		if n, err := f.ReadAt(buf, 0); n != size {
+			t.Fatalf("read %d bytes: %v", n, err)
+		}
+		return bytes.Clone(buf)
+	}
+	writeAt := func(flags int, p []byte, off int64) {
+		t.Helper()
+		f, err := os.OpenFile(file, os.O_WRONLY|flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := f.WriteAt(p, off); n != len(p) || err != nil {
+			t.Fatalf("write %d bytes at %d: %d, %v", len(p), off, n, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := d.snapshot()
+	if got := readAll(0); !bytes.Equal(got, want) {
+		t.Fatal("first read differs from the disk")
+	}
+	// The whole file is now in the page cache, kept across opens.
+	d.mu.Lock()
+	d.reads = 0
+	d.mu.Unlock()
+	if got := readAll(0); !bytes.Equal(got, want) {
+		t.Fatal("second read differs from the disk")
+	}
+	d.mu.Lock()
+	reads := d.reads
+	d.mu.Unlock()
+	if reads != 0 {
+		t.Errorf("a second buffered read of the whole file made %d READ requests; want 0 (the page cache is kept across opens)", reads)
+	}
+	direct := alignedBuf(t, 8192)
+	for i := range direct {
+		direct[i] = 0xA5
+	}
+	writeAt(syscall.O_DIRECT, direct, 64<<10)
+	writeAt(0, []byte("buffered write, unaligned"), 300<<10+123)
+	want = d.snapshot()
+	if !bytes.Equal(want[64<<10:72<<10], direct) || string(want[300<<10+123:300<<10+148]) != "buffered write, unaligned" {
+		t.Fatal("the writes did not reach the disk")
+	}
+	if got := readAll(0); !bytes.Equal(got, want) {
+		t.Fatalf("buffered read after the writes shows stale data at %d", firstDiff(got, want))
+	}
+	if got := readAll(syscall.O_DIRECT); !bytes.Equal(got, want) {
+		t.Fatalf("O_DIRECT read after the writes differs at %d", firstDiff(got, want))
+	}
+	unmount()
+}
+
+// TestReadErrorThroughMount: a read the disk fails reaches the reader as
+// EIO, buffered and O_DIRECT, never as a short read (which the kernel would
+// take for the end of the file).
+func TestReadErrorThroughMount(t *testing.T) {
+	testenv.Require(t, os.Geteuid() == 0, "mounting needs root (FUSE direct mount)")
+	_, err := os.Stat("/dev/fuse")
+	testenv.Require(t, err == nil, "mounting needs /dev/fuse")
+	d := &lockedDisk{fakeDisk: fakeDisk{b: make([]byte, 1<<20), dataEnd: 1 << 20}}
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, d, Options{Logf: func(string, ...any) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Unmount(); srv.Wait() }()
+	d.mu.Lock()
+	d.err = &format.FormatError{Err: format.ErrCorrupt}
+	d.mu.Unlock()
+	for _, flags := range []int{0, syscall.O_DIRECT} {
+		f, err := os.OpenFile(filepath.Join(mnt, FileName), os.O_RDONLY|flags, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := alignedBuf(t, 64<<10)
+		n, err := f.ReadAt(buf, 0)
+		f.Close()
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("read (flags %#x) of a failing disk: %d bytes, %v; want EIO", flags, n, err)
+		}
+	}
+}
+
+// alignedBuf returns n bytes aligned for O_DIRECT.
+func alignedBuf(t *testing.T, n int) []byte {
+	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Munmap(b) })
+	return b
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
