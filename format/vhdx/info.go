@@ -226,7 +226,11 @@ func (ps *problems) done() []Problem {
 // entry, and that no payload or sector bitmap block overlaps another, the
 // metadata or the end of the file. Each kind of problem is listed up to
 // 10 times, then counted.
-func (l *Layer) Check() []Problem {
+func (l *Layer) Check() []Problem { return l.check(false) }
+
+// check is Check; with pendingLogOK a pending log (replayed in memory) is
+// not a problem: a read-write open replays it into the file.
+func (l *Layer) check(pendingLogOK bool) []Problem {
 	ps := &problems{path: l.path, counts: map[string]int{}}
 	for i, err := range l.headerErrs {
 		if err != nil {
@@ -240,7 +244,9 @@ func (l *Layer) Check() []Problem {
 	}
 	h := l.headers[l.cur]
 	if r := l.logReplayed; r != nil {
-		ps.add("log", int64(h.LogOffset), "the log holds %d pending entries (sequence %d-%d): replayed in memory only; the file needs a replay before it is written", r.entries, r.firstSeq, r.lastSeq)
+		if !pendingLogOK {
+			ps.add("log", int64(h.LogOffset), "the log holds %d pending entries (sequence %d-%d): replayed in memory only; the file needs a replay before it is written", r.entries, r.firstSeq, r.lastSeq)
+		}
 	} else if h.LogLength > 0 && int64(h.LogOffset)+int64(h.LogLength) > l.fileSize {
 		ps.add("log", h.Off+72, "the log 0x%x+0x%x lies past the end of the file (%d bytes)", h.LogOffset, h.LogLength, l.fileSize)
 	}
