@@ -426,3 +426,38 @@ func TestConcurrentWrites(t *testing.T) {
 }
 
 var _ io.ReaderAt = readerFunc(nil)
+
+// BenchmarkRandom4KChild: random 4 KiB writes into a new, empty 16 GiB
+// differencing child (the parent is never read: the writes are aligned),
+// in a real file; most writes allocate a block.
+func BenchmarkRandom4KChild(b *testing.B) {
+	for _, bs := range []int64{2 << 20, 32 << 20} {
+		b.Run(fmt.Sprint(bs>>20, "M"), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			dir := b.TempDir()
+			child := &tLayer{name: "c.avhdx", id: 1, size: 16 << 30, bs: bs, lss: 512, pss: 4096, diff: true,
+				states: map[int64]int{}, bits: map[int64][]bool{},
+				locator: []tKV{{"parent_linkage", "{01020304-0506-0708-090a-0b0c0d0e0f10}"}, {"relative_path", `.\p.vhdx`}}}
+			if err := child.build(rng, filepath.Join(dir, child.name)); err != nil {
+				b.Fatal(err)
+			}
+			l, _ := openRW(b, filepath.Join(dir, child.name))
+			defer l.Close()
+			p := rnd(rng, 4096)
+			offs := make([]int64, 1<<16)
+			for i := range offs {
+				offs[i] = rng.Int64N(16<<30/4096) * 4096
+			}
+			b.SetBytes(4096)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := l.WriteAt(p, offs[i%len(offs)], nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			l.Sync()
+		})
+	}
+}
