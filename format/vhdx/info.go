@@ -289,11 +289,11 @@ func (l *Layer) check(pendingLogOK bool) []Problem {
 			switch st {
 			case stNotPresent:
 			case stFullyPresent:
-				what := fmt.Sprintf("sector bitmap block of chunk %d", c)
+				what := thing{"sector bitmap block of chunk", c}
 				if fo, err := l.blockFileOff(idx, e, miB, what); err != nil {
 					ps.add("bitmap", off, "%v", err)
 				} else {
-					claim(idx, fo, miB, what)
+					claim(idx, fo, miB, what.String())
 				}
 			default:
 				ps.add("bitmap", off, "sector bitmap entry %d of chunk %d has the invalid state %d", idx, c, st)
@@ -304,12 +304,12 @@ func (l *Layer) check(pendingLogOK bool) []Problem {
 		switch st {
 		case stNotPresent, stUndefined, stZero, stUnmapped:
 		case stFullyPresent, stPartiallyPresent:
-			what := fmt.Sprintf("payload block %d", b)
+			what := thing{"payload block", b}
 			need := min(l.blockSize, l.size-b*l.blockSize)
 			if fo, err := l.blockFileOff(idx, e, need, what); err != nil {
 				ps.add("block", off, "%v", err)
 			} else {
-				claim(idx, fo, need, what)
+				claim(idx, fo, need, what.String())
 			}
 			if st == stPartiallyPresent {
 				if !l.hasParent {

@@ -201,6 +201,42 @@ func compareStreams(t *testing.T, who string, before, after io.Reader, size int6
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// compareSampled is compareStreams over the 1 MiB pieces the writes touch
+// and 64 others, for peers that read at random.
+func compareSampled(t *testing.T, who string, before, after io.ReaderAt, size int64, ws []crashWrite) {
+	t.Helper()
+	const piece = 1 << 20
+	rng := rand.New(rand.NewPCG(4, 4))
+	offs := map[int64]bool{}
+	for _, w := range ws {
+		for o := w.off / piece * piece; o < w.off+int64(len(w.p)); o += piece {
+			offs[o] = true
+		}
+	}
+	for i := 0; i < 64; i++ {
+		offs[rng.Int64N(size/piece)*piece] = true
+	}
+	a, b := make([]byte, piece), make([]byte, piece)
+	for off := range offs {
+		n := min(piece, size-off)
+		if _, err := before.ReadAt(a[:n], off); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if _, err := after.ReadAt(b[:n], off); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			lo, hi := max(w.off, off), min(w.off+int64(len(w.p)), off+n)
+			if lo < hi {
+				copy(a[lo-off:hi-off], w.p[lo-w.off:hi-w.off])
+			}
+		}
+		if !bytes.Equal(a[:n], b[:n]) {
+			t.Fatalf("%s reads the written image differently from the pristine one with the writes laid over, at byte %d", who, off+firstDiff(b[:n], a[:n]))
+		}
+	}
+}
+
 func checkPeers(t *testing.T, pristine, written string, size int64, ws []crashWrite, peers map[string]peerStream) {
 	t.Helper()
 	for name, ps := range peers {
@@ -345,6 +381,14 @@ func TestWriteInteropCorpus(t *testing.T) {
 				t.Run(p, func(t *testing.T) {
 					ps := all[p]
 					before, after := ps(t, filepath.Join(pristineDir, name)), ps(t, filepath.Join(writtenDir, name))
+					if p == "libvhdi" && c.Size > 1<<30 {
+						// A mounted file reads at random: compare the written
+						// ranges and samples, not all 8 GiB (7-Zip streams it all).
+						compareSampled(t, p, before.(io.ReaderAt), after.(io.ReaderAt), c.Size, ws)
+						before.Close()
+						after.Close()
+						return
+					}
 					sum := compareStreams(t, p, before, after, c.Size, ws)
 					before.Close()
 					after.Close()

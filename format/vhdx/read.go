@@ -80,7 +80,7 @@ func (l *Layer) batField(idx int64) string {
 
 // blockFileOff validates the file offset of BAT entry e (index idx) for a
 // payload block (need bytes used) or a sector bitmap block.
-func (l *Layer) blockFileOff(idx int64, e uint64, need int64, what string) (int64, error) {
+func (l *Layer) blockFileOff(idx int64, e uint64, need int64, what thing) (int64, error) {
 	mb := e >> 20
 	if mb == 0 || mb > maxFileOffset>>20 {
 		return 0, ferr(l.path, l.bat.Off+8*idx, l.batField(idx), layer.ErrCorrupt, "%s at file offset 0x%x MiB", what, mb)
@@ -119,13 +119,13 @@ func (l *Layer) blockBitmap(b int64) ([]byte, error) {
 		return nil, ferr(l.path, l.bat.Off+8*idx, l.batField(idx), layer.ErrCorrupt,
 			"block %d is PARTIALLY_PRESENT but the sector bitmap of chunk %d is in state %d, not PRESENT", b, c, e&7)
 	}
-	fo, err := l.blockFileOff(idx, e, miB, fmt.Sprintf("sector bitmap block of chunk %d", c))
+	fo, err := l.blockFileOff(idx, e, miB, thing{"sector bitmap block of chunk", c})
 	if err != nil {
 		return nil, err
 	}
 	n := l.spb / 8
 	bm = make([]byte, n)
-	if err := l.readAt(bm, fo+(b%l.chunkRatio)*n, fmt.Sprintf("sector bitmap of block %d", b)); err != nil {
+	if err := l.readAt(bm, fo+(b%l.chunkRatio)*n, "sector bitmap"); err != nil {
 		return nil, err
 	}
 	l.cacheMu.Lock()
@@ -204,7 +204,7 @@ func (l *Layer) Map(runs []layer.Run, off, n int64) ([]layer.Run, error) {
 			runs = addRun(runs, layer.Run{Len: take, State: layer.Zero})
 		case stFullyPresent, stPartiallyPresent:
 			need := min(bs, l.size-b*bs)
-			fo, err := l.blockFileOff(idx, e, need, fmt.Sprintf("payload block %d", b))
+			fo, err := l.blockFileOff(idx, e, need, thing{"payload block", b})
 			if err != nil {
 				return runs, err
 			}

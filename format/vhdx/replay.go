@@ -50,14 +50,14 @@ func (l *Layer) replayIntoFile() error {
 	for _, z := range rs.zeros {
 		for o := z.start; o < z.end; {
 			n := min(z.end-o, miB)
-			if err := l.writeFile(zero[:n], o, "log replay (zero descriptor)"); err != nil {
+			if err := l.writeFile(zero[:n], o, thing{"log replay (zero descriptor)", -1}); err != nil {
 				return err
 			}
 			o += n
 		}
 	}
 	for _, o := range offs {
-		if err := l.writeFile(rs.data[o], o, "log replay (data sector)"); err != nil {
+		if err := l.writeFile(rs.data[o], o, thing{"log replay (data sector)", -1}); err != nil {
 			return err
 		}
 	}

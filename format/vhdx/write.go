@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -141,7 +142,7 @@ func (l *Layer) updateHeaders(newData bool) error {
 		h.SequenceNumber++
 		h.Off = int64(header1Off + slot*(header2Off-header1Off))
 		b := h.encode()
-		if err := l.writeFile(b, h.Off, fmt.Sprintf("header %d", slot+1)); err != nil {
+		if err := l.writeFile(b, h.Off, thing{"header", int64(slot) + 1}); err != nil {
 			return err
 		}
 		if err := l.f.Sync(); err != nil {
@@ -156,7 +157,21 @@ func (l *Layer) updateHeaders(newData bool) error {
 	return nil
 }
 
-func (l *Layer) writeFile(p []byte, off int64, what string) error {
+// thing names a structure for messages; n < 0 means no number. Formatting
+// waits for an error, so the hot paths allocate nothing for it.
+type thing struct {
+	kind string
+	n    int64
+}
+
+func (w thing) String() string {
+	if w.n < 0 {
+		return w.kind
+	}
+	return w.kind + " " + strconv.FormatInt(w.n, 10)
+}
+
+func (l *Layer) writeFile(p []byte, off int64, what thing) error {
 	if _, err := l.f.WriteAt(p, off); err != nil {
 		return fmt.Errorf("vhdx: %s: writing %s (%d bytes at 0x%x): %w", l.path, what, len(p), off, err)
 	}
@@ -237,13 +252,13 @@ func (l *Layer) writeBlock(b, in int64, p []byte, below io.ReaderAt) error {
 	st := e & 7
 	switch st {
 	case stFullyPresent:
-		fo, err := l.blockFileOff(idx, e, need, fmt.Sprintf("payload block %d", b))
+		fo, err := l.blockFileOff(idx, e, need, thing{"payload block", b})
 		if err != nil {
 			return err
 		}
-		return l.writeFile(p, fo+in, fmt.Sprintf("payload block %d", b))
+		return l.writeFile(p, fo+in, thing{"payload block", b})
 	case stPartiallyPresent:
-		fo, err := l.blockFileOff(idx, e, need, fmt.Sprintf("payload block %d", b))
+		fo, err := l.blockFileOff(idx, e, need, thing{"payload block", b})
 		if err != nil {
 			return err
 		}
@@ -264,7 +279,7 @@ func (l *Layer) writeBlock(b, in int64, p []byte, below io.ReaderAt) error {
 	if err != nil {
 		return err
 	}
-	if err := l.writeFile(p, fo+in, fmt.Sprintf("payload block %d", b)); err != nil {
+	if err := l.writeFile(p, fo+in, thing{"payload block", b}); err != nil {
 		return err
 	}
 	if err := l.setBAT(idx, uint64(fo)|stFullyPresent); err != nil {
@@ -305,7 +320,7 @@ func (l *Layer) allocate(n int64) (int64, error) {
 func (l *Layer) setBAT(idx int64, e uint64) error {
 	var raw [8]byte
 	binary.LittleEndian.PutUint64(raw[:], e)
-	if err := l.writeFile(raw[:], l.bat.Off+8*idx, l.batField(idx)); err != nil {
+	if err := l.writeFile(raw[:], l.bat.Off+8*idx, thing{"BAT entry", idx}); err != nil {
 		return err
 	}
 	l.cacheMu.Lock()
@@ -332,7 +347,7 @@ func (l *Layer) setBitmap(b int64, bm []byte) {
 // allocating it (zeros, published PRESENT) if it is NOT_PRESENT.
 func (l *Layer) bitmapBlock(c int64) (int64, error) {
 	idx := c*(l.chunkRatio+1) + l.chunkRatio
-	what := fmt.Sprintf("sector bitmap block of chunk %d", c)
+	what := thing{"sector bitmap block of chunk", c}
 	// Under w.mu: one allocation per chunk.
 	l.w.mu.Lock()
 	e, err := l.batEntry(idx)
@@ -383,7 +398,7 @@ func (l *Layer) widen(b, fo, in int64, p []byte, has func(s int64) bool, below i
 	buf := make([]byte, z-a)
 	fill := func(dst []byte, s int64) error {
 		if has(s) {
-			return l.readAt(dst, fo+s*ss, fmt.Sprintf("payload block %d", b))
+			return l.readAt(dst, fo+s*ss, "payload data")
 		}
 		if below == nil {
 			clear(dst)
@@ -436,7 +451,7 @@ func (l *Layer) newPartial(b, idx, in int64, p []byte, below io.ReaderAt) error 
 	if err != nil {
 		return err
 	}
-	if err := l.writeFile(buf, fo+at, fmt.Sprintf("payload block %d", b)); err != nil {
+	if err := l.writeFile(buf, fo+at, thing{"payload block", b}); err != nil {
 		return err
 	}
 	// The block's whole bitmap: bits left by an earlier, unpublished
@@ -446,7 +461,7 @@ func (l *Layer) newPartial(b, idx, in int64, p []byte, below io.ReaderAt) error 
 	for s := at / ss; s < (at+int64(len(buf)))/ss; s++ {
 		bm[s>>3] |= 1 << (s & 7)
 	}
-	if err := l.writeFile(bm, l.bitmapAt(bfo, b), fmt.Sprintf("sector bitmap of block %d", b)); err != nil {
+	if err := l.writeFile(bm, l.bitmapAt(bfo, b), thing{"sector bitmap of block", b}); err != nil {
 		return err
 	}
 	l.setBitmap(b, bm)
@@ -469,7 +484,7 @@ func (l *Layer) writePartial(b, fo, in int64, p []byte, below io.ReaderAt) error
 	if err != nil {
 		return err
 	}
-	if err := l.writeFile(buf, fo+at, fmt.Sprintf("payload block %d", b)); err != nil {
+	if err := l.writeFile(buf, fo+at, thing{"payload block", b}); err != nil {
 		return err
 	}
 	ss := int64(l.lss)
@@ -491,12 +506,12 @@ func (l *Layer) writePartial(b, fo, in int64, p []byte, below io.ReaderAt) error
 	if err != nil {
 		return err
 	}
-	bfo, err := l.blockFileOff(cidx, ce, miB, fmt.Sprintf("sector bitmap block of chunk %d", c))
+	bfo, err := l.blockFileOff(cidx, ce, miB, thing{"sector bitmap block of chunk", c})
 	if err != nil {
 		return err
 	}
 	lo, hi := s0>>3, (s1-1)>>3+1
-	if err := l.writeFile(bm[lo:hi], l.bitmapAt(bfo, b)+lo, fmt.Sprintf("sector bitmap of block %d", b)); err != nil {
+	if err := l.writeFile(bm[lo:hi], l.bitmapAt(bfo, b)+lo, thing{"sector bitmap of block", b}); err != nil {
 		return err
 	}
 	l.setBitmap(b, bm)
