@@ -380,7 +380,11 @@ func TestWriteInteropCorpus(t *testing.T) {
 			for _, p := range it.peers {
 				t.Run(p, func(t *testing.T) {
 					ps := all[p]
-					before, after := ps(t, filepath.Join(pristineDir, name)), ps(t, filepath.Join(writtenDir, name))
+					var before io.ReadCloser
+					if p == "libvhdi" || c.Size <= 1<<30 {
+						before = ps(t, filepath.Join(pristineDir, name))
+					}
+					after := ps(t, filepath.Join(writtenDir, name))
 					if p == "libvhdi" && c.Size > 1<<30 {
 						// A mounted file reads at random: compare the written
 						// ranges and samples, not all 8 GiB (7-Zip streams it all).
@@ -388,6 +392,17 @@ func TestWriteInteropCorpus(t *testing.T) {
 						before.Close()
 						after.Close()
 						return
+					}
+					if c.Size > 1<<30 {
+						// Stream the pristine image as this package reads it
+						// rather than through the peer a second time: its hash
+						// is checked against the corpus's below all the same.
+						ch, err := openChain(filepath.Join(pristineDir, name), openFile)
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer ch.Close()
+						before = io.NopCloser(io.NewSectionReader(chainReader{ch}, 0, c.Size))
 					}
 					sum := compareStreams(t, p, before, after, c.Size, ws)
 					before.Close()
