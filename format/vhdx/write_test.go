@@ -461,3 +461,158 @@ func BenchmarkRandom4KChild(b *testing.B) {
 		})
 	}
 }
+
+// TestWriteZerosChild: in a child, an all-zero write into a NOT_PRESENT
+// block allocates it (the parent may hold data there) and is reported once
+// through NotifyAlloc; into a ZERO block it changes nothing.
+func TestWriteZerosChild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	c := smallLayer(rng, true) // blocks 1 ZERO, 3 NOT_PRESENT, 7 PARTIALLY_PRESENT
+	f := newRWFile(buildBytes(t, rng, c))
+	l, err := vhdx.Open("/x/c.vhdx", f, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var allocs [][2]int64
+	l.NotifyAlloc(func(off, n int64) { allocs = append(allocs, [2]int64{off, n}) }, nil)
+	size := f.size
+	if _, err := l.WriteAt(make([]byte, 4096), 1<<20+4096, nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.size != size || len(allocs) != 0 {
+		t.Fatalf("zeros into a ZERO block of a child: size %d -> %d, allocs %v", size, f.size, allocs)
+	}
+	if _, err := l.WriteAt(make([]byte, 4096), 3<<20+4096, readerFunc(func(p []byte, off int64) (int, error) {
+		for i := range p {
+			p[i] = 0xCC
+		}
+		return len(p), nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if len(allocs) != 1 || allocs[0] != [2]int64{3 << 20, 1 << 20} {
+		t.Fatalf("allocs %v; want [[%d %d]]", allocs, 3<<20, 1<<20)
+	}
+	runs, err := l.Map(nil, 3<<20, 1<<20)
+	if err != nil || len(runs) != 3 || runs[0].State != layer.Parent || runs[1].State != layer.Data || runs[1].Len != 4096 || runs[2].State != layer.Parent {
+		t.Fatalf("block 3 maps as %+v, %v; want parent, 4096 bytes of data, parent", runs, err)
+	}
+}
+
+// BenchmarkSeq1MDynamic: sequential 1 MiB writes into a new, empty 4 GiB
+// dynamic file of 32 MiB blocks, in a real file.
+func BenchmarkSeq1MDynamic(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	dir := b.TempDir()
+	d := &tLayer{name: "d.vhdx", id: 1, size: 4 << 30, bs: 32 << 20, lss: 512, pss: 4096, states: map[int64]int{}, bits: map[int64][]bool{}}
+	if err := d.build(rng, filepath.Join(dir, d.name)); err != nil {
+		b.Fatal(err)
+	}
+	l, _ := openRW(b, filepath.Join(dir, d.name))
+	defer l.Close()
+	p := rnd(rng, 1<<20)
+	b.SetBytes(1 << 20)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := l.WriteAt(p, int64(i%4096)<<20, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestConcurrentReadsSeeOldOrNew: while writers fill the sectors of new
+// blocks of a child (each sector written once, in random order), readers
+// mapping and reading the same range see every sector either as the parent
+// shows it or as written, never anything else.
+func TestConcurrentReadsSeeOldOrNew(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	dir := t.TempDir()
+	chain := buildCase(t, rng, dir, writeCase{true, 1 << 20, 512, 64 << 20})
+	below := modelBelow(chain[1:])
+	l, _ := openRW(t, filepath.Join(dir, "top.vhdx"))
+	defer l.Close()
+	const span = 8 << 20
+	before := readLayer(t, l, below, 0, span)
+	newSector := func(s int64) []byte { return bytes.Repeat([]byte{byte(s*7 + 1), byte(s >> 3)}, 256) }
+	const writers = 4
+	order := rng.Perm(span / 512)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for _, s := range order {
+				if s%writers != w {
+					continue
+				}
+				if _, err := l.WriteAt(newSector(int64(s)), int64(s)*512, below); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	stop := make(chan struct{})
+	var rg sync.WaitGroup
+	for r := 0; r < 2; r++ {
+		rg.Add(1)
+		go func(seed uint64) {
+			defer rg.Done()
+			rr := rand.New(rand.NewPCG(seed, 1))
+			buf := make([]byte, 256<<10)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				off := rr.Int64N((span-int64(len(buf)))/512) * 512
+				runs, err := l.Map(nil, off, int64(len(buf)))
+				if err != nil {
+					errs <- err
+					return
+				}
+				pos := int64(0)
+				for _, r := range runs {
+					dst := buf[pos : pos+r.Len]
+					switch r.State {
+					case layer.Data:
+						err = l.ReadData(dst, r.FileOff)
+					case layer.Parent:
+						_, err = below.ReadAt(dst, off+pos)
+					default:
+						clear(dst)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					pos += r.Len
+				}
+				for k := int64(0); k < int64(len(buf)); k += 512 {
+					s := (off + k) / 512
+					g := buf[k : k+512]
+					if !bytes.Equal(g, before[off+k:off+k+512]) && !bytes.Equal(g, newSector(s)) {
+						errs <- fmt.Errorf("sector %d read concurrently is neither old nor new", s)
+						return
+					}
+				}
+			}
+		}(uint64(r))
+	}
+	wg.Wait()
+	close(stop)
+	rg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got := readLayer(t, l, below, 0, span)
+	for s := int64(0); s < span/512; s++ {
+		if !bytes.Equal(got[s*512:s*512+512], newSector(s)) {
+			t.Fatalf("sector %d: not as written", s)
+		}
+	}
+	mustClean(t, l, "after the concurrent writes")
+}
