@@ -103,17 +103,21 @@ func (l *Layer) Info() (*Info, error) {
 		LeaveBlockAllocated: l.leaveAlloc, HasParent: l.hasParent, Page83Data: l.page83,
 		RegionTable: l.regionCopy, Regions: l.regions, Metadata: l.metaItems,
 		Blocks: l.nblocks, ChunkRatio: l.chunkRatio, BATEntries: l.batEntries, Warnings: l.Warnings()}
-	for i := range l.headers {
-		hi := HeaderInfo{Index: i + 1, Valid: l.headers[i] != nil, Current: i == l.cur, Header: l.headers[i]}
-		if l.headerErrs[i] != nil {
-			hi.Error = l.headerErrs[i].Error()
+	hs, herrs, cur := l.headerState()
+	if l.w != nil {
+		in.FileSize = l.effSize.Load() // as extended by this session's writes
+	}
+	for i := range hs {
+		hi := HeaderInfo{Index: i + 1, Valid: hs[i] != nil, Current: i == cur, Header: hs[i]}
+		if herrs[i] != nil {
+			hi.Error = herrs[i].Error()
 		}
 		in.Headers = append(in.Headers, hi)
 	}
 	if l.regionErr1 != nil {
 		in.RegionTable1Error = l.regionErr1.Error()
 	}
-	h := l.headers[l.cur]
+	h := hs[cur]
 	in.Log = LogInfo{Offset: int64(h.LogOffset), Length: int64(h.LogLength), State: "empty"}
 	if r := l.logReplayed; r != nil {
 		in.Log.State = "replayed in memory"
@@ -182,6 +186,16 @@ func (l *Layer) scanBAT(fn func(idx int64, e uint64, bitmap bool)) error {
 	return nil
 }
 
+// headerState returns the headers, why each is invalid, and the current
+// one's index; a writer's header update changes them.
+func (l *Layer) headerState() ([2]*Header, [2]error, int) {
+	if l.w != nil {
+		l.w.mu.Lock()
+		defer l.w.mu.Unlock()
+	}
+	return l.headers, l.headerErrs, l.cur
+}
+
 // Problem is one thing Check found wrong.
 type Problem struct {
 	Path string `json:"path"`
@@ -232,7 +246,8 @@ func (l *Layer) Check() []Problem { return l.check(false) }
 // not a problem: a read-write open replays it into the file.
 func (l *Layer) check(pendingLogOK bool) []Problem {
 	ps := &problems{path: l.path, counts: map[string]int{}}
-	for i, err := range l.headerErrs {
+	hs, herrs, cur := l.headerState()
+	for i, err := range herrs {
 		if err != nil {
 			ps.add("header", int64(header1Off+i*(header2Off-header1Off)), "header %d is not valid (the other one is used): %v", i+1, err)
 		}
@@ -242,7 +257,7 @@ func (l *Layer) check(pendingLogOK bool) []Problem {
 	} else if _, err := l.parseRegionTable(2, region2Off); err != nil {
 		ps.add("region table", region2Off, "region table 2 is not valid: %v", err)
 	}
-	h := l.headers[l.cur]
+	h := hs[cur]
 	if r := l.logReplayed; r != nil {
 		if !pendingLogOK {
 			ps.add("log", int64(h.LogOffset), "the log holds %d pending entries (sequence %d-%d): replayed in memory only; the file needs a replay before it is written", r.entries, r.firstSeq, r.lastSeq)
