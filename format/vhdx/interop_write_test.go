@@ -356,6 +356,7 @@ func TestWriteInteropCorpus(t *testing.T) {
 		{"dissect-hypervisor/dynamic", 1, []string{"qemu-img", "7zz", "libvhdi"}},
 		{"vhdx-qemu/dyn-256M", 1, []string{"qemu-img", "7zz", "libvhdi"}},
 		{"vhdx-qemu/fixed-1M-nozero", 1, []string{"qemu-img", "libvhdi"}},
+		{"qemu-iotests/iotest-dynamic-1G", 1, []string{"qemu-img", "7zz", "libvhdi"}},
 	} {
 		t.Run(it.name, func(t *testing.T) {
 			c, ok := cases[it.name]
@@ -425,45 +426,65 @@ func TestWriteInteropCorpus(t *testing.T) {
 // qemu-img, and keeps its DataWriteGuid.
 func TestWriteLogReplayCorpus(t *testing.T) {
 	corpus := testenv.CorpusDir(t)
-	var c testenv.Case
-	for _, x := range testenv.Cases(t, corpus) {
-		if x.Name == "vhdx-qemu/dirty-log" {
-			c = x
-		}
+	cases := map[string]testenv.Case{}
+	for _, c := range testenv.Cases(t, corpus) {
+		cases[c.Name] = c
 	}
-	if c.Name == "" {
-		t.Fatal("no case vhdx-qemu/dirty-log")
-	}
-	src := testenv.Unpack(t, corpus, c.Open)
-	dir := copyTree(t, filepath.Dir(src))
-	path := filepath.Join(dir, filepath.Base(src))
-	ro, err := vhdx.Open(path, mustOpen(t, path), vhdx.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bi, _ := ro.Info()
-	ro.Close()
-	l, _ := openRW(t, path)
-	ai, _ := l.Info()
-	l.Close()
-	cur := func(in *vhdx.Info) *vhdx.Header {
-		for _, h := range in.Headers {
-			if h.Current {
-				return h.Header
+	for _, name := range []string{"vhdx-qemu/dirty-log", "qemu-iotests/iotest-dirtylog-10G-4M"} {
+		t.Run(name, func(t *testing.T) {
+			c, ok := cases[name]
+			if !ok {
+				t.Fatalf("no case %s", name)
 			}
-		}
-		return nil
-	}
-	if ai.Log.State != "empty" || cur(ai).DataWriteGUID != cur(bi).DataWriteGUID {
-		t.Fatalf("after the replay: log %q, DataWriteGuid %s (was %s)", ai.Log.State, cur(ai).DataWriteGUID, cur(bi).DataWriteGUID)
-	}
-	qemuCheck(t, path)
-	f := qemuStream(t, path)
-	h := sha256.New()
-	io.Copy(h, f)
-	f.Close()
-	if got := hex.EncodeToString(h.Sum(nil)); got != c.SHA256 {
-		t.Fatalf("qemu-img reads the replayed file as %s; the corpus says %s", got, c.SHA256)
+			src := testenv.Unpack(t, corpus, c.Open)
+			dir := t.TempDir()
+			path := filepath.Join(dir, filepath.Base(src))
+			in, err := os.Open(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = testenv.WriteSparse(out, in)
+			in.Close()
+			out.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ro, err := vhdx.Open(path, mustOpen(t, path), vhdx.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bi, _ := ro.Info()
+			ro.Close()
+			if bi.Log.State == "empty" {
+				t.Fatal("the image has no pending log")
+			}
+			l, _ := openRW(t, path)
+			ai, _ := l.Info()
+			l.Close()
+			cur := func(in *vhdx.Info) *vhdx.Header {
+				for _, h := range in.Headers {
+					if h.Current {
+						return h.Header
+					}
+				}
+				return nil
+			}
+			if ai.Log.State != "empty" || cur(ai).DataWriteGUID != cur(bi).DataWriteGUID {
+				t.Fatalf("after the replay: log %q, DataWriteGuid %s (was %s)", ai.Log.State, cur(ai).DataWriteGUID, cur(bi).DataWriteGUID)
+			}
+			qemuCheck(t, path)
+			f := qemuStream(t, path)
+			h := sha256.New()
+			io.Copy(h, f)
+			f.Close()
+			if got := hex.EncodeToString(h.Sum(nil)); got != c.SHA256 {
+				t.Fatalf("qemu-img reads the replayed file as %s; the corpus says %s", got, c.SHA256)
+			}
+		})
 	}
 }
 
