@@ -331,6 +331,18 @@ func parseBlockSize(s string) (int64, error) {
 	return n, nil
 }
 
+// parseVHDXBlockSize reads a VHDX block size: a power of two from 1M to 256M.
+func parseVHDXBlockSize(s string) (int64, error) {
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if n < 1<<20 || n > 256<<20 || n&(n-1) != 0 {
+		return 0, fmt.Errorf("%s: want a power of two from 1M to 256M", s)
+	}
+	return n, nil
+}
+
 // humanSize formats n bytes with a binary unit.
 func humanSize(n int64) string {
 	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
