@@ -27,11 +27,11 @@ type Output int
 
 // Output formats.
 const (
-	Raw     Output = iota + 1 // the flat disk
-	Fixed                     // a fixed VHD
-	Dynamic                   // a dynamic VHD
-	VHDX                      // a dynamic VHDX
-	VHDXFixed                 // a fixed VHDX
+	Raw       Output = iota + 1 // the flat disk
+	Fixed                       // a fixed VHD
+	Dynamic                     // a dynamic VHD
+	VHDX                        // a dynamic VHDX
+	VHDXFixed                   // a fixed VHDX
 )
 
 // Options control Convert.
