@@ -319,7 +319,8 @@ type parentInfo struct {
 // readParent opens parent (read-only, this file only) to learn its identity
 // and geometry, and builds the child's locator: parent_linkage (the parent's
 // current DataWriteGuid), relative_path (from the child's directory, in
-// Windows form `.\name`), absolute_win32_path (the absolute Linux path with
+// Windows form: `.\name` as Windows writes a parent beside its child,
+// `..\dir\name` for one elsewhere), absolute_win32_path (the absolute Linux path with
 // `\` separators: there is no drive letter or volume to name). volume_path
 // is not written: no Windows volume is known here, and parent_linkage2 is
 // deprecated.
@@ -365,10 +366,14 @@ func readParent(child, parent string) (*parentInfo, error) {
 		return nil, fmt.Errorf("vhdx: parent path %q holds a backslash, which a parent locator cannot express", p.path)
 	}
 	win := func(s string) string { return strings.ReplaceAll(s, "/", `\`) }
+	relWin := win(rel)
+	if rel != ".." && !strings.HasPrefix(rel, "../") {
+		relWin = `.\` + relWin // as Windows writes a parent beside the child
+	}
 	return &parentInfo{abs: p.path, size: p.size, bs: p.blockSize, lss: p.lss, pss: p.pss,
 		locator: []LocatorEntry{
 			{"parent_linkage", "{" + dw.String() + "}"},
-			{"relative_path", `.\` + win(rel)},
+			{"relative_path", relWin},
 			{"absolute_win32_path", win(p.path)},
 		}}, nil
 }

@@ -484,7 +484,7 @@ func TestCreateDifferencing(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := checkCreated(t, gc, 64<<20, 1<<20, 512, binary.LittleEndian.Uint32(pp.item(specPSS)), false, true)
-	if kv, _ := locatorByHand(t, g.item(specLocator)); kv["parent_linkage"] != guidText(p.dataWrite) || kv["relative_path"] != `.\..\child.avhdx` {
+	if kv, _ := locatorByHand(t, g.item(specLocator)); kv["parent_linkage"] != guidText(p.dataWrite) || kv["relative_path"] != `..\child.avhdx` {
 		t.Errorf("grandchild locator %v", kv)
 	}
 	if got := ours(t, gc); got != want {
