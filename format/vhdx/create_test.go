@@ -69,7 +69,6 @@ type parsedFile struct {
 	items     []parsedItem
 	dataWrite []byte // current header's DataWriteGuid
 	optional  int    // regions without Required set
-	raw       []byte // the first 4 MiB + BAT
 	f         *os.File
 }
 
