@@ -27,7 +27,7 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 	out := c.fs.String("O", "", "output format (required): `raw|fixed|dynamic|vhdx|vhdx-fixed` (fixed and dynamic are VHD)")
 	in := c.fs.String("f", "", "input format `vhd|raw` (default: a VHD if SRC opens as one; a file named *.vhd, *.vhdx, *.avhd, *.avhdx must; any other file is taken as raw for -O fixed|dynamic only)")
 	bs := c.fs.String("block-size", "", "`N`: block size of a dynamic VHD (a power of two from 512 to 256M, default 2M) or of a VHDX (1M to 256M, default 32M)")
-	ss := c.fs.Int("sector-size", 0, "logical sector size of a VHDX output: `512|4096` (default 512); SRC's size must be a multiple")
+	ss := c.fs.Int("sector-size", 0, "logical sector size of a VHDX output: `512|4096` (default: a VHDX SRC's, else 512); SRC's size must be a multiple")
 	force := c.fs.Bool("force", false, "replace DST if it exists")
 	syncOut := c.fs.Bool("sync", false, "fsync DST before exiting (like cp and qemu-img, the default leaves it to the kernel)")
 	parent := c.fs.String("parent", "", "use `PATH` as SRC's parent instead of its locators (its unique id must still match)")
@@ -117,6 +117,15 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 			srcPath, info.RawSize, src.Size())
 	}
 
+	if isVHDX && o.SectorSize == 0 {
+		// A VHDX output keeps a VHDX source's 4096-byte sectors: the
+		// partition table and filesystems inside were laid out for them.
+		if d, ok := src.(*format.Disk); ok {
+			if ls := d.Layers(); len(ls) > 0 && ls[0].VHDX != nil && ls[0].VHDX.LogicalSectorSize == 4096 {
+				o.SectorSize = 4096
+			}
+		}
+	}
 	if o.SectorSize != 0 && src.Size()%int64(o.SectorSize) != 0 {
 		return fail(stderr, fmt.Errorf("%s: %d bytes, not a multiple of the %d-byte sector", srcPath, src.Size(), o.SectorSize))
 	}

@@ -156,6 +156,33 @@ func TestConvertVHDXCLI(t *testing.T) {
 			}
 		}
 	}
+	// A 4096-byte-sector VHDX source gives a 4096-byte-sector VHDX (the
+	// sector size read by hand at the Logical Sector Size item: metadata
+	// at 2 MiB, items from 64 KiB in Windows' order).
+	src4k := filepath.Join(dir, "4k.vhdx")
+	if code, _, errs := runVHD("convert", "-f", "raw", "-O", "vhdx", "--sector-size", "4096", raw, src4k); code != 0 {
+		t.Fatal(errs)
+	}
+	for _, args := range [][]string{{"-O", "vhdx"}, {"-O", "vhdx-fixed"}, {"-O", "vhdx", "--sector-size", "512"}} {
+		dst := filepath.Join(dir, "from4k"+strings.Join(args, "")+".vhdx")
+		if code, _, errs := runVHD(append(append([]string{"convert"}, args...), src4k, dst)...); code != 0 {
+			t.Fatalf("%v: %s", args, errs)
+		}
+		f, err := os.Open(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lss [4]byte
+		f.ReadAt(lss[:], 2<<20+64<<10+16)
+		f.Close()
+		want := uint32(4096)
+		if len(args) > 2 {
+			want = 512
+		}
+		if got := uint32(lss[0]) | uint32(lss[1])<<8 | uint32(lss[2])<<16; got != want {
+			t.Errorf("%v from a 4096-byte-sector VHDX: logical sector size %d, want %d", args, got, want)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		want string

@@ -519,6 +519,9 @@ func TestCreateOverHyperV(t *testing.T) {
 	if got, want := sevenZip(t, child), ours(t, parent); got != want {
 		t.Errorf("7-Zip reads %s through the child, we %s in the parent", got, want)
 	}
+	if got, want := libvhdi(t, child, 2), sevenZip(t, parent); got != want {
+		t.Errorf("libvhdi reads %s through the child, 7-Zip %s in the parent", got, want)
+	}
 }
 
 func TestCreateRefuses(t *testing.T) {
