@@ -99,6 +99,9 @@ file.`, stdout, stderr)
 		}
 	}
 	if err := format.Create(pos[0], o); err != nil {
+		if *parent != "" && *fmtFlag == "" && strings.Contains(err.Error(), "this is a vhdx image") {
+			err = fmt.Errorf("%s; for a VHDX child name IMAGE *.avhdx or *.vhdx, or use --format vhdx", message(err))
+		}
 		return fail(stderr, err)
 	}
 	return reportCreated(pos[0], stdout, stderr)

@@ -205,8 +205,8 @@ type Writer struct {
 	f     WriteFile
 	l     *layout
 	mu    sync.Mutex
-	alloc map[int64]int64 // payload block → file offset (dynamic)
-	next  int64           // file offset of the next payload block
+	alloc []uint32 // payload block → file offset in MiB, 0 if not stored (dynamic)
+	next  int64    // file offset of the next payload block
 }
 
 // NewWriter starts a new image in f, an empty file, as o says; o.Parent
@@ -223,7 +223,7 @@ func NewWriter(f WriteFile, o CreateOptions) (*Writer, error) {
 }
 
 func newWriter(f WriteFile, l *layout) (*Writer, error) {
-	w := &Writer{f: f, l: l, alloc: map[int64]int64{}, next: l.payloadOff}
+	w := &Writer{f: f, l: l, next: l.payloadOff}
 	if _, err := f.WriteAt(l.headerSection(), 0); err != nil {
 		return nil, err
 	}
@@ -249,12 +249,15 @@ func (w *Writer) Block(b int64) int64 {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	fo, ok := w.alloc[b]
-	if !ok {
-		fo = w.next
-		w.alloc[b] = fo
-		w.next += w.l.bs
+	if b < int64(len(w.alloc)) && w.alloc[b] != 0 {
+		return int64(w.alloc[b]) * miB
 	}
+	if b >= int64(len(w.alloc)) {
+		w.alloc = append(w.alloc, make([]uint32, b+1-int64(len(w.alloc)))...)
+	}
+	fo := w.next
+	w.alloc[b] = uint32(fo / miB)
+	w.next += w.l.bs
 	return fo
 }
 
@@ -274,8 +277,8 @@ func (w *Writer) batEntry(idx int64) uint64 {
 	if w.l.fixed {
 		return uint64(w.l.payloadOff+b*w.l.bs) | stFullyPresent
 	}
-	if fo, ok := w.alloc[b]; ok {
-		return uint64(fo) | stFullyPresent
+	if b < int64(len(w.alloc)) && w.alloc[b] != 0 {
+		return uint64(w.alloc[b])*miB | stFullyPresent
 	}
 	return stNotPresent
 }
