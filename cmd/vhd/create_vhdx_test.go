@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func qemuInfo(t *testing.T, path string) map[string]any {
@@ -198,4 +200,51 @@ func TestConvertVHDXCLI(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, errs, c.want)
 		}
 	}
+}
+
+// TestConvertVHDXSignal: SIGTERM during -O vhdx removes the hidden temporary
+// file and exits 143, as for the other outputs.
+func TestConvertVHDXSignal(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "big.vhd")
+	slowSource(t, src)
+	dst := filepath.Join(dir, "out.vhdx")
+	cmd := vhdCommand("convert", "-O", "vhdx", src, dst)
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if ents, _ := os.ReadDir(dir); len(ents) > 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no temporary file appeared; stderr %q", errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("convert did not stop")
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 143 {
+		t.Errorf("exit %d, want 143; stderr %q", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), dst+": interrupted") {
+		t.Errorf("stderr %q", errb.String())
+	}
+	noTemp(t, dir, "big.vhd")
 }
