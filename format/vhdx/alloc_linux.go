@@ -6,9 +6,9 @@ import (
 	"syscall"
 )
 
-// allocate reserves n bytes of f at off (fallocate: unwritten extents that
+// preallocate reserves n bytes of f at off (fallocate: unwritten extents that
 // read as zeros). A filesystem that cannot leaves the range sparse.
-func allocate(f *os.File, off, n int64) error {
+func preallocate(f *os.File, off, n int64) error {
 	err := syscall.Fallocate(int(f.Fd()), 0, off, n)
 	if errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOSYS) {
 		return nil

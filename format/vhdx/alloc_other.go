@@ -4,8 +4,8 @@ package vhdx
 
 import "os"
 
-// allocate leaves the range sparse: no portable preallocation.
-func allocate(f *os.File, off, n int64) error { return nil }
+// preallocate leaves the range sparse: no portable preallocation.
+func preallocate(f *os.File, off, n int64) error { return nil }
 
 // openReadNoBlock opens path read-only (the caller checked it is a regular
 // file).

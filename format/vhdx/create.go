@@ -71,7 +71,7 @@ type layout struct {
 	fileW, dataW GUID
 }
 
-func newGUID() GUID {
+func createGUID() GUID {
 	g, _ := parseGUID(uuid.New().String()) // a well-formed literal: cannot fail
 	return g
 }
@@ -108,7 +108,7 @@ func planLayout(o CreateOptions, p *parentInfo) (*layout, error) {
 		return nil, fmt.Errorf("vhdx: size %d is not a positive multiple of the %d-byte sector up to %d (64 TiB)", o.Size, o.SectorSize, int64(MaxSize))
 	}
 	l := &layout{size: o.Size, bs: o.BlockSize, lss: o.SectorSize, pss: 4096, fixed: o.Fixed, parent: p,
-		creator: o.Creator, page83: newGUID(), fileW: newGUID(), dataW: newGUID()}
+		creator: o.Creator, page83: createGUID(), fileW: createGUID(), dataW: createGUID()}
 	if p != nil {
 		l.pss = p.pss
 	}
@@ -433,7 +433,7 @@ func Create(path string, o CreateOptions) (err error) {
 		return wrap(err)
 	}
 	if l.fixed {
-		if err := allocate(f, l.payloadOff, l.nblocks*l.bs); err != nil {
+		if err := preallocate(f, l.payloadOff, l.nblocks*l.bs); err != nil {
 			return wrap(fmt.Errorf("allocating the %d-byte payload of a fixed image: %w", l.nblocks*l.bs, err))
 		}
 	}
