@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/vhdmount/vhdmount/format"
@@ -42,6 +44,12 @@ byte written in place); anything else is refused, as is a DST in use.`, stdout, 
 	}
 	srcPath, dst := pos[0], pos[1]
 	o := convert.Options{Replace: *force, Sync: *syncOut}
+	switch ext := strings.ToLower(filepath.Ext(dst)); {
+	case (*out == "fixed" || *out == "dynamic") && (ext == ".vhdx" || ext == ".avhdx"):
+		return c.usageErr("-O %s writes a VHD, but %s is named like a VHDX; use -O vhdx or -O vhdx-fixed", *out, dst)
+	case (*out == "vhdx" || *out == "vhdx-fixed") && (ext == ".vhd" || ext == ".avhd"):
+		return c.usageErr("-O %s writes a VHDX, but %s is named like a VHD; use -O fixed or -O dynamic", *out, dst)
+	}
 	switch *out {
 	case "raw":
 		o.Output = convert.Raw

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,8 +195,15 @@ func TestConvertVHDXCLI(t *testing.T) {
 		{[]string{"-O", "vhdx", "--block-size", "64K"}, "from 1M to 256M"},
 		{[]string{"-O", "vhdx", "--azure"}, "--azure needs -O fixed"},
 		{[]string{"-O", "qcow2"}, "want raw, fixed, dynamic, vhdx or vhdx-fixed"},
+		{[]string{"-O", "dynamic"}, "-O dynamic writes a VHD, but " + filepath.Join(dir, "no.vhdx") + " is named like a VHDX"},
+		{[]string{"-O", "fixed"}, "use -O vhdx or -O vhdx-fixed"},
+		{[]string{"-O", "vhdx", "--", raw, filepath.Join(dir, "no.vhd")}, "is named like a VHD; use -O fixed or -O dynamic"},
 	} {
-		code, _, errs := runVHD(append(append([]string{"convert", "-f", "raw"}, c.args...), raw, filepath.Join(dir, "no.vhdx"))...)
+		args := append(append([]string{"convert", "-f", "raw"}, c.args...), raw, filepath.Join(dir, "no.vhdx"))
+		if i := slices.Index(c.args, "--"); i >= 0 {
+			args = append([]string{"convert", "-f", "raw"}, c.args...)
+		}
+		code, _, errs := runVHD(args...)
 		if code != 2 || !strings.Contains(errs, c.want) {
 			t.Errorf("%v: exit %d, %q; want 2 and %q", c.args, code, errs, c.want)
 		}
