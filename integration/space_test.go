@@ -118,8 +118,10 @@ func TestTrimShrinksImage(t *testing.T) {
 			if c.how == "discard" {
 				// ext4's online discard trims the extents its journal commits
 				// free, in the background: less is done by unmount than with
-				// fstrim, but some of it must have reached the image.
-				want = 8 << 20
+				// fstrim, but some of it must have reached the image. How much
+				// varies with timing (6 to 20 MiB of the 96 MiB were seen, less
+				// on a loaded machine), so one whole 2 MiB block is the bar.
+				want = 2 << 20
 			}
 			if hostBefore-hostAfter < want {
 				t.Errorf("the image file stores %d bytes before the trim and %d after; want at least %d fewer", hostBefore, hostAfter, want)

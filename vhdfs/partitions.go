@@ -194,6 +194,20 @@ func (p *partFile) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	return n, errno
 }
 
+// Allocate serves fallocate(2) as disk.raw does (punch hole and zero range
+// through the disk's Discard; the same modes, errors and read-only refusal)
+// with the partition's end for the disk's: with KEEP_SIZE the part of a
+// range past it is ignored, without it a range past it is EPERM. Nothing
+// outside the partition is touched. Once mounted it invalidates the
+// kernel's cache of the discarded bytes in disk.raw.
+func (p *partFile) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	doff, n, errno := p.f.allocate(p.start, p.size, off, size, mode)
+	if n > 0 && p.mounted {
+		p.f.NotifyContent(doff, n) // as in Write
+	}
+	return errno
+}
+
 // Fsync syncs the disk.
 func (p *partFile) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	return p.f.Fsync(ctx, fh, flags)
@@ -240,6 +254,7 @@ var (
 	_ fs.NodeFsyncer   = (*partFile)(nil)
 	_ fs.NodeFlusher   = (*partFile)(nil)
 	_ fs.NodeLseeker   = (*partFile)(nil)
+	_ fs.NodeAllocater = (*partFile)(nil)
 )
 
 // addPartitions adds the partition files to the root (inode 2 + number).

@@ -302,28 +302,40 @@ const (
 // file and is refused (EPERM), as are the other modes (EOPNOTSUPP): plain
 // preallocation has nothing to do on a disk whose size is fixed.
 func (f *File) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	_, _, errno := f.allocate(0, f.d.Size(), off, size, mode)
+	return errno
+}
+
+// allocate serves fallocate(2) on the window of the disk of length end
+// starting at start (the whole disk for disk.raw, a partition for its
+// file), with off relative to the window, as Allocate describes with the
+// window's end for the disk's. It returns the range of the disk it handed
+// to Discard (n = 0 when none), even when Discard failed: part of it may
+// be discarded.
+func (f *File) allocate(start, end int64, off, size uint64, mode uint32) (doff, n int64, errno syscall.Errno) {
 	if f.ro {
-		return syscall.EROFS
+		return 0, 0, syscall.EROFS
 	}
 	dd, ok := f.d.(Discarder)
 	if !ok || (mode != fallocPunchHole|fallocKeepSize && mode&^fallocKeepSize != fallocZeroRange) {
-		return syscall.EOPNOTSUPP
+		return 0, 0, syscall.EOPNOTSUPP
 	}
 	if off > math.MaxInt64 || size > math.MaxInt64-off {
-		return syscall.EFBIG
+		return 0, 0, syscall.EFBIG
 	}
-	disk := uint64(f.d.Size())
-	if mode&fallocKeepSize == 0 && off+size > disk {
-		return syscall.EPERM
+	win := uint64(end)
+	if mode&fallocKeepSize == 0 && off+size > win {
+		return 0, 0, syscall.EPERM
 	}
-	if off >= disk || size == 0 {
-		return 0
+	if off >= win || size == 0 {
+		return 0, 0, 0
 	}
-	err := dd.Discard(int64(off), int64(min(size, disk-off)))
+	doff, n = start+int64(off), int64(min(size, win-off))
+	err := dd.Discard(doff, n)
 	if errors.Is(err, format.ErrUnsupported) {
-		return syscall.EOPNOTSUPP // e.g. a format that cannot discard yet
+		return doff, n, syscall.EOPNOTSUPP // e.g. a format that cannot discard yet
 	}
-	return f.errno(err)
+	return doff, n, f.errno(err)
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the chain's allocation.

@@ -266,6 +266,11 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 			return nil, nil, err
 		}
 	}
+	// What an image of the chain accepted but found doubtful, as vhd info
+	// shows it: one line each, naming the file.
+	for _, warn := range d.Warnings() {
+		rep.Printf("warning: %s", oneLine(warn))
+	}
 	w := &watchedDisk{Disk: d}
 	if !d.ReadOnly() {
 		if err := w.watch(image); err != nil {
