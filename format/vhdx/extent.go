@@ -26,12 +26,12 @@ func (l *Layer) Extent(off, n int64) (layer.State, int64) {
 		switch {
 		case err != nil:
 			s = layer.Data
-		case p.zero:
+		case p.zero.Load():
 			s = layer.Parent
 			x := (idx/batPageEntries + 1) * batPageEntries
 			take = min(n-got, (x-x/(l.chunkRatio+1))*bs-pos)
 		default:
-			s = stateOf(p.e[idx%batPageEntries])
+			s = stateOf(p.e[idx%batPageEntries].Load())
 		}
 		if first {
 			st, first = s, false

@@ -103,17 +103,21 @@ func (l *Layer) Info() (*Info, error) {
 		LeaveBlockAllocated: l.leaveAlloc, HasParent: l.hasParent, Page83Data: l.page83,
 		RegionTable: l.regionCopy, Regions: l.regions, Metadata: l.metaItems,
 		Blocks: l.nblocks, ChunkRatio: l.chunkRatio, BATEntries: l.batEntries, Warnings: l.Warnings()}
-	for i := range l.headers {
-		hi := HeaderInfo{Index: i + 1, Valid: l.headers[i] != nil, Current: i == l.cur, Header: l.headers[i]}
-		if l.headerErrs[i] != nil {
-			hi.Error = l.headerErrs[i].Error()
+	hs, herrs, cur := l.headerState()
+	if l.w != nil {
+		in.FileSize = l.effSize.Load() // as extended by this session's writes
+	}
+	for i := range hs {
+		hi := HeaderInfo{Index: i + 1, Valid: hs[i] != nil, Current: i == cur, Header: hs[i]}
+		if herrs[i] != nil {
+			hi.Error = herrs[i].Error()
 		}
 		in.Headers = append(in.Headers, hi)
 	}
 	if l.regionErr1 != nil {
 		in.RegionTable1Error = l.regionErr1.Error()
 	}
-	h := l.headers[l.cur]
+	h := hs[cur]
 	in.Log = LogInfo{Offset: int64(h.LogOffset), Length: int64(h.LogLength), State: "empty"}
 	if r := l.logReplayed; r != nil {
 		in.Log.State = "replayed in memory"
@@ -182,6 +186,16 @@ func (l *Layer) scanBAT(fn func(idx int64, e uint64, bitmap bool)) error {
 	return nil
 }
 
+// headerState returns the headers, why each is invalid, and the current
+// one's index; a writer's header update changes them.
+func (l *Layer) headerState() ([2]*Header, [2]error, int) {
+	if l.w != nil {
+		l.w.mu.Lock()
+		defer l.w.mu.Unlock()
+	}
+	return l.headers, l.headerErrs, l.cur
+}
+
 // Problem is one thing Check found wrong.
 type Problem struct {
 	Path string `json:"path"`
@@ -226,9 +240,14 @@ func (ps *problems) done() []Problem {
 // entry, and that no payload or sector bitmap block overlaps another, the
 // metadata or the end of the file. Each kind of problem is listed up to
 // 10 times, then counted.
-func (l *Layer) Check() []Problem {
+func (l *Layer) Check() []Problem { return l.check(false) }
+
+// check is Check; with pendingLogOK a pending log (replayed in memory) is
+// not a problem: a read-write open replays it into the file.
+func (l *Layer) check(pendingLogOK bool) []Problem {
 	ps := &problems{path: l.path, counts: map[string]int{}}
-	for i, err := range l.headerErrs {
+	hs, herrs, cur := l.headerState()
+	for i, err := range herrs {
 		if err != nil {
 			ps.add("header", int64(header1Off+i*(header2Off-header1Off)), "header %d is not valid (the other one is used): %v", i+1, err)
 		}
@@ -238,9 +257,11 @@ func (l *Layer) Check() []Problem {
 	} else if _, err := l.parseRegionTable(2, region2Off); err != nil {
 		ps.add("region table", region2Off, "region table 2 is not valid: %v", err)
 	}
-	h := l.headers[l.cur]
+	h := hs[cur]
 	if r := l.logReplayed; r != nil {
-		ps.add("log", int64(h.LogOffset), "the log holds %d pending entries (sequence %d-%d): replayed in memory only; the file needs a replay before it is written", r.entries, r.firstSeq, r.lastSeq)
+		if !pendingLogOK {
+			ps.add("log", int64(h.LogOffset), "the log holds %d pending entries (sequence %d-%d): replayed in memory only; the file needs a replay before it is written", r.entries, r.firstSeq, r.lastSeq)
+		}
 	} else if h.LogLength > 0 && int64(h.LogOffset)+int64(h.LogLength) > l.fileSize {
 		ps.add("log", h.Off+72, "the log 0x%x+0x%x lies past the end of the file (%d bytes)", h.LogOffset, h.LogLength, l.fileSize)
 	}
@@ -283,11 +304,11 @@ func (l *Layer) Check() []Problem {
 			switch st {
 			case stNotPresent:
 			case stFullyPresent:
-				what := fmt.Sprintf("sector bitmap block of chunk %d", c)
+				what := thing{"sector bitmap block of chunk", c}
 				if fo, err := l.blockFileOff(idx, e, miB, what); err != nil {
 					ps.add("bitmap", off, "%v", err)
 				} else {
-					claim(idx, fo, miB, what)
+					claim(idx, fo, miB, what.String())
 				}
 			default:
 				ps.add("bitmap", off, "sector bitmap entry %d of chunk %d has the invalid state %d", idx, c, st)
@@ -298,12 +319,12 @@ func (l *Layer) Check() []Problem {
 		switch st {
 		case stNotPresent, stUndefined, stZero, stUnmapped:
 		case stFullyPresent, stPartiallyPresent:
-			what := fmt.Sprintf("payload block %d", b)
+			what := thing{"payload block", b}
 			need := min(l.blockSize, l.size-b*l.blockSize)
 			if fo, err := l.blockFileOff(idx, e, need, what); err != nil {
 				ps.add("block", off, "%v", err)
 			} else {
-				claim(idx, fo, need, what)
+				claim(idx, fo, need, what.String())
 			}
 			if st == stPartiallyPresent {
 				if !l.hasParent {

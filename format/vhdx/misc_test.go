@@ -23,16 +23,6 @@ func TestProbe(t *testing.T) {
 	}
 }
 
-// TestReadWriteRefused: writing is not supported yet.
-func TestReadWriteRefused(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	img := buildBytes(t, rng, smallLayer(rng, false))
-	_, err := vhdx.Open("/x/a.vhdx", newMemFile(img), vhdx.Options{})
-	if !errors.Is(err, layer.ErrUnsupported) || !strings.Contains(err.Error(), "writing VHDX is not supported yet") {
-		t.Fatalf("read-write open: %v", err)
-	}
-}
-
 // TestPendingLog: the log replayed in memory gives the model; the file is
 // not written; a file shorter than the flushed offset is refused.
 func TestPendingLog(t *testing.T) {

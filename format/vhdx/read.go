@@ -3,6 +3,7 @@ package vhdx
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/vhdmount/vhdmount/format/layer"
 )
@@ -22,19 +23,25 @@ func (l *Layer) batEntry(i int64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return p.e[i%batPageEntries], nil
+	return p.e[i%batPageEntries].Load(), nil
 }
 
-// batPg is a page of the BAT.
+// batPg is a page of the BAT. Its entries are atomic so that a writer can
+// update a cached page while readers map through it.
 type batPg struct {
-	e    []uint64
-	zero bool // every entry is 0 (NOT_PRESENT)
+	e    []atomic.Uint64
+	zero atomic.Bool // every entry is 0 (NOT_PRESENT)
 }
 
 // batPage returns page pg of the BAT (entries pg*batPageEntries on), cached.
+//
+// A page read from the file is cached only if no writer changed a cached
+// structure while it was read (cacheGen), so a page read before a
+// concurrent BAT update never replaces the updated one.
 func (l *Layer) batPage(pg int64) (*batPg, error) {
 	l.cacheMu.Lock()
 	p := l.batPages[pg]
+	gen := l.cacheGen
 	l.cacheMu.Unlock()
 	if p == nil {
 		n := min(int64(batPageEntries), l.bat.Length/8-pg*batPageEntries)
@@ -42,19 +49,26 @@ func (l *Layer) batPage(pg int64) (*batPg, error) {
 		if err := l.readAt(raw, l.bat.Off+pg*batPageEntries*8, "BAT"); err != nil {
 			return nil, err
 		}
-		p = &batPg{e: make([]uint64, n), zero: true}
+		p = &batPg{e: make([]atomic.Uint64, n)}
+		zero := true
 		for k := range p.e {
-			p.e[k] = binary.LittleEndian.Uint64(raw[8*k:])
-			p.zero = p.zero && p.e[k] == 0
+			v := binary.LittleEndian.Uint64(raw[8*k:])
+			p.e[k].Store(v)
+			zero = zero && v == 0
 		}
+		p.zero.Store(zero)
 		l.cacheMu.Lock()
-		if len(l.batPages) >= maxBATPages {
-			for k := range l.batPages {
-				delete(l.batPages, k)
-				break
+		if q := l.batPages[pg]; q != nil {
+			p = q
+		} else if gen == l.cacheGen {
+			if len(l.batPages) >= maxBATPages {
+				for k := range l.batPages {
+					delete(l.batPages, k)
+					break
+				}
 			}
+			l.batPages[pg] = p
 		}
-		l.batPages[pg] = p
 		l.cacheMu.Unlock()
 	}
 	return p, nil
@@ -66,15 +80,15 @@ func (l *Layer) batField(idx int64) string {
 
 // blockFileOff validates the file offset of BAT entry e (index idx) for a
 // payload block (need bytes used) or a sector bitmap block.
-func (l *Layer) blockFileOff(idx int64, e uint64, need int64, what string) (int64, error) {
+func (l *Layer) blockFileOff(idx int64, e uint64, need int64, what thing) (int64, error) {
 	mb := e >> 20
 	if mb == 0 || mb > maxFileOffset>>20 {
 		return 0, ferr(l.path, l.bat.Off+8*idx, l.batField(idx), layer.ErrCorrupt, "%s at file offset 0x%x MiB", what, mb)
 	}
 	fo := int64(mb) << 20
-	if fo+need > l.effSize {
+	if eff := l.effSize.Load(); fo+need > eff {
 		return 0, ferr(l.path, l.bat.Off+8*idx, l.batField(idx), layer.ErrCorrupt,
-			"%s at 0x%x-0x%x lies past the end of the file (%d bytes)", what, fo, fo+need, l.effSize)
+			"%s at 0x%x-0x%x lies past the end of the file (%d bytes)", what, fo, fo+need, eff)
 	}
 	for _, a := range l.metaAreas {
 		if fo < a.end && a.start < fo+need {
@@ -90,6 +104,7 @@ func (l *Layer) blockFileOff(idx int64, e uint64, need int64, what string) (int6
 func (l *Layer) blockBitmap(b int64) ([]byte, error) {
 	l.cacheMu.Lock()
 	bm := l.bitmaps[b]
+	gen := l.cacheGen
 	l.cacheMu.Unlock()
 	if bm != nil {
 		return bm, nil
@@ -104,16 +119,29 @@ func (l *Layer) blockBitmap(b int64) ([]byte, error) {
 		return nil, ferr(l.path, l.bat.Off+8*idx, l.batField(idx), layer.ErrCorrupt,
 			"block %d is PARTIALLY_PRESENT but the sector bitmap of chunk %d is in state %d, not PRESENT", b, c, e&7)
 	}
-	fo, err := l.blockFileOff(idx, e, miB, fmt.Sprintf("sector bitmap block of chunk %d", c))
+	fo, err := l.blockFileOff(idx, e, miB, thing{"sector bitmap block of chunk", c})
 	if err != nil {
 		return nil, err
 	}
 	n := l.spb / 8
 	bm = make([]byte, n)
-	if err := l.readAt(bm, fo+(b%l.chunkRatio)*n, fmt.Sprintf("sector bitmap of block %d", b)); err != nil {
+	if err := l.readAt(bm, fo+(b%l.chunkRatio)*n, "sector bitmap"); err != nil {
 		return nil, err
 	}
 	l.cacheMu.Lock()
+	if q := l.bitmaps[b]; q != nil {
+		bm = q
+	} else if gen == l.cacheGen {
+		l.cacheBitmap(b, bm)
+	}
+	l.cacheMu.Unlock()
+	return bm, nil
+}
+
+// cacheBitmap stores bm as block b's bitmap, evicting others to stay within
+// maxBitmapBytes. The caller holds cacheMu.
+func (l *Layer) cacheBitmap(b int64, bm []byte) {
+	n := int64(len(bm))
 	if int64(len(l.bitmaps)+1)*n > maxBitmapBytes {
 		for k := range l.bitmaps {
 			delete(l.bitmaps, k)
@@ -123,8 +151,6 @@ func (l *Layer) blockBitmap(b int64) ([]byte, error) {
 		}
 	}
 	l.bitmaps[b] = bm
-	l.cacheMu.Unlock()
-	return bm, nil
 }
 
 func addRun(runs []layer.Run, r layer.Run) []layer.Run {
@@ -160,7 +186,7 @@ func (l *Layer) Map(runs []layer.Run, off, n int64) ([]layer.Run, error) {
 			}
 			page, pg = p, idx/batPageEntries
 		}
-		if page.zero {
+		if page.zero.Load() {
 			// Every block up to the end of the page is NOT_PRESENT.
 			x := (pg + 1) * batPageEntries
 			end := (x - x/(l.chunkRatio+1)) * bs
@@ -170,7 +196,7 @@ func (l *Layer) Map(runs []layer.Run, off, n int64) ([]layer.Run, error) {
 			n -= take
 			continue
 		}
-		e := page.e[idx%batPageEntries]
+		e := page.e[idx%batPageEntries].Load()
 		switch e & 7 {
 		case stNotPresent:
 			runs = addRun(runs, layer.Run{Len: take, State: layer.Parent})
@@ -178,7 +204,7 @@ func (l *Layer) Map(runs []layer.Run, off, n int64) ([]layer.Run, error) {
 			runs = addRun(runs, layer.Run{Len: take, State: layer.Zero})
 		case stFullyPresent, stPartiallyPresent:
 			need := min(bs, l.size-b*bs)
-			fo, err := l.blockFileOff(idx, e, need, fmt.Sprintf("payload block %d", b))
+			fo, err := l.blockFileOff(idx, e, need, thing{"payload block", b})
 			if err != nil {
 				return runs, err
 			}

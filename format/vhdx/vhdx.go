@@ -1,6 +1,7 @@
 // Package vhdx reads VHDX images ([MS-VHDX]) as layers of the format-neutral
 // chain (package layer): fixed, dynamic and differencing files, with a
-// pending log replayed in memory. It never writes the file.
+// pending log replayed in memory. A read-write open replays a pending log
+// into the file and makes the layer writable (write.go).
 //
 // Where readers disagree, it follows the project's policies (docs/format-notes.md,
 // section VHDX): the valid header with the greater sequence number, region
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf16"
 
 	"github.com/vhdmount/vhdmount/format/layer"
@@ -144,7 +146,8 @@ var (
 
 // Options says how to open an image.
 type Options struct {
-	// ReadOnly must be true for now: writing VHDX is not supported yet.
+	// ReadOnly opens the file for reading only; otherwise the layer is
+	// writable (layer.Writer) and f must be open for writing.
 	ReadOnly bool
 }
 
@@ -190,13 +193,13 @@ type LocatorEntry struct {
 	Value string `json:"value"`
 }
 
-// Layer is one VHDX file opened read-only. It implements layer.Layer; its
+// Layer is one VHDX file. It implements layer.Layer; its
 // methods are safe for concurrent use.
 type Layer struct {
 	path     string
 	f        layer.File
-	fileSize int64 // physical size when opened
-	effSize  int64 // size after an in-memory log replay (LastFileOffset)
+	fileSize int64        // physical size when opened
+	effSize  atomic.Int64 // size after an in-memory log replay (LastFileOffset); grows as a writer extends the file
 	creator  string
 
 	headers     [2]*Header // nil when invalid
@@ -225,11 +228,14 @@ type Layer struct {
 	logReplayed *replayState
 
 	cacheMu   sync.Mutex
+	cacheGen  uint64 // bumped under cacheMu by every write to a cached structure
 	batPages  map[int64]*batPg
 	bitmaps   map[int64][]byte
 	warnMu    sync.Mutex
 	warnings  []string
 	metaAreas []area // no payload or bitmap block may overlap these
+
+	w *writeState // nil when opened read-only
 }
 
 type area struct {
@@ -250,23 +256,49 @@ func ferr(path string, off int64, field string, err error, detail string, args .
 
 // Open parses the VHDX file f, whose path is path. It reads the headers,
 // region table and metadata, replays a pending log in memory, and leaves the
-// BAT on disk (pages are read on demand). It never writes f. On error the
-// caller still owns f; on success Close closes it.
+// BAT on disk (pages are read on demand). A read-only open never writes f.
+//
+// With ReadOnly false, f must be open for reading and writing: the file is
+// checked first (Check; any problem refuses the open, since a damaged image
+// is never written), a pending log is replayed into the file and cleared,
+// and the layer implements layer.Writer. Until the first WriteAt such an
+// open leaves the file unchanged (a log replay apart). On error the caller
+// still owns f; on success Close closes it.
 func Open(path string, f layer.File, opts Options) (*Layer, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
+	l, err := openParsed(path, f)
+	if err != nil || opts.ReadOnly {
+		return l, err
+	}
+	replayed, err := l.prepareWrite()
+	if err != nil {
+		return nil, err
+	}
+	if replayed {
+		if l, err = openParsed(path, f); err != nil {
+			return nil, err
+		}
+		if ps := l.Check(); len(ps) > 0 {
+			return nil, ferr(path, ps[0].Off, "structure check after the log replay", layer.ErrCorrupt, "%s", ps[0].Msg)
+		}
+	}
+	if err := l.startWriting(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func openParsed(path string, f layer.File) (*Layer, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("vhdx: %s: %w", path, err)
 	}
 	l := &Layer{path: path, f: f, fileSize: fi.Size(), batPages: map[int64]*batPg{}, bitmaps: map[int64][]byte{}}
-	l.effSize = l.fileSize
+	l.effSize.Store(l.fileSize)
 	if err := l.parse(); err != nil {
 		return nil, err
-	}
-	if !opts.ReadOnly {
-		return nil, fmt.Errorf("vhdx: %s: writing VHDX is not supported yet: %w", path, layer.ErrUnsupported)
 	}
 	return l, nil
 }
@@ -287,11 +319,12 @@ func (l *Layer) readRaw(b []byte, off int64, what string) error {
 // the bytes the log writes replace the file's, and the file extends to the
 // log's LastFileOffset with zeros.
 func (l *Layer) readAt(b []byte, off int64, what string) error {
-	if off < 0 || off > maxFileOffset || int64(len(b)) > l.effSize || off+int64(len(b)) > l.effSize {
-		return ferr(l.path, off, what, layer.ErrCorrupt, "%d bytes at 0x%x lie past the end of the file (%d bytes)", len(b), off, l.effSize)
+	eff := l.effSize.Load()
+	if off < 0 || off > maxFileOffset || int64(len(b)) > eff || off+int64(len(b)) > eff {
+		return ferr(l.path, off, what, layer.ErrCorrupt, "%d bytes at 0x%x lie past the end of the file (%d bytes)", len(b), off, eff)
 	}
 	phys := b
-	if off+int64(len(b)) > l.fileSize {
+	if l.logReplayed != nil && off+int64(len(b)) > l.fileSize {
 		k := max(l.fileSize-off, 0)
 		phys = b[:k]
 		clear(b[k:])
@@ -336,16 +369,16 @@ func (l *Layer) parse() error {
 			return err
 		}
 		l.logReplayed = rs
-		l.effSize = max(l.fileSize, rs.lastFileOffset)
+		l.effSize.Store(max(l.fileSize, rs.lastFileOffset))
 	}
 	l.metaAreas = []area{{0, headerAreaEnd, "header section"}}
 	if h.LogLength > 0 {
 		l.metaAreas = append(l.metaAreas, area{int64(h.LogOffset), int64(h.LogOffset) + int64(h.LogLength), "log"})
 	}
 	for _, r := range l.regions {
-		if r.Off+r.Length > l.effSize {
+		if eff := l.effSize.Load(); r.Off+r.Length > eff {
 			return ferr(p, r.entryOff+16, "region table "+r.Name+" region FileOffset", layer.ErrCorrupt,
-				"region 0x%x+0x%x lies past the end of the file (%d bytes)", r.Off, r.Length, l.effSize)
+				"region 0x%x+0x%x lies past the end of the file (%d bytes)", r.Off, r.Length, eff)
 		}
 		l.metaAreas = append(l.metaAreas, area{r.Off, r.Off + r.Length, r.Name + " region"})
 	}
