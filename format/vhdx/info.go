@@ -242,13 +242,16 @@ func (ps *problems) done() []Problem {
 // 10 times, then counted.
 func (l *Layer) Check() []Problem { return l.check(false) }
 
-// check is Check; with pendingLogOK a pending log (replayed in memory) is
-// not a problem: a read-write open replays it into the file.
-func (l *Layer) check(pendingLogOK bool) []Problem {
+// check is Check; forWrite leaves out what a read-write open mends before it
+// writes anything else: a pending log (replayed into the file) and one
+// invalid header (never the current one; the first write's header update
+// rewrites that slot first, and a crash during our own header update leaves
+// exactly this state).
+func (l *Layer) check(forWrite bool) []Problem {
 	ps := &problems{path: l.path, counts: map[string]int{}}
 	hs, herrs, cur := l.headerState()
 	for i, err := range herrs {
-		if err != nil {
+		if err != nil && !forWrite {
 			ps.add("header", int64(header1Off+i*(header2Off-header1Off)), "header %d is not valid (the other one is used): %v", i+1, err)
 		}
 	}
@@ -259,7 +262,7 @@ func (l *Layer) check(pendingLogOK bool) []Problem {
 	}
 	h := hs[cur]
 	if r := l.logReplayed; r != nil {
-		if !pendingLogOK {
+		if !forWrite {
 			ps.add("log", int64(h.LogOffset), "the log holds %d pending entries (sequence %d-%d): replayed in memory only; the file needs a replay before it is written", r.entries, r.firstSeq, r.lastSeq)
 		}
 	} else if h.LogLength > 0 && int64(h.LogOffset)+int64(h.LogLength) > l.fileSize {

@@ -357,6 +357,10 @@ func TestWriteInteropCorpus(t *testing.T) {
 		{"vhdx-qemu/dyn-256M", 1, []string{"qemu-img", "7zz", "libvhdi"}},
 		{"vhdx-qemu/fixed-1M-nozero", 1, []string{"qemu-img", "libvhdi"}},
 		{"qemu-iotests/iotest-dynamic-1G", 1, []string{"qemu-img", "7zz", "libvhdi"}},
+		// One header torn (as a crash during a header update leaves it):
+		// writable, and the first write's header update mends it.
+		{"vhdx-qemu/torn-older-header", 1, []string{"qemu-img"}},
+		{"vhdx-qemu/torn-current-header", 1, []string{"qemu-img"}},
 	} {
 		t.Run(it.name, func(t *testing.T) {
 			c, ok := cases[it.name]

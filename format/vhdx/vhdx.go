@@ -280,7 +280,7 @@ func Open(path string, f layer.File, opts Options) (*Layer, error) {
 		if l, err = openParsed(path, f); err != nil {
 			return nil, err
 		}
-		if ps := l.Check(); len(ps) > 0 {
+		if ps := l.check(true); len(ps) > 0 {
 			return nil, ferr(path, ps[0].Off, "structure check after the log replay", layer.ErrCorrupt, "%s", ps[0].Msg)
 		}
 	}

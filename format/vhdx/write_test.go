@@ -272,17 +272,61 @@ func TestReadWriteOpenUnchanged(t *testing.T) {
 func TestReadWriteRefusedDamaged(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	img := buildBytes(t, rng, smallLayer(rng, false))
-	// Break the CRC of the older header: reads use the other one; Check
-	// reports it.
-	h := curHeader(img)
-	other := 64<<10 + 128<<10 - h
-	img[other+100] ^= 1
+	// Break the CRC of region table 2: reads use copy 1; Check reports it.
+	img[256<<10+100] ^= 1
 	_, err := vhdx.Open("/x/a.vhdx", newRWFile(img), vhdx.Options{})
-	if !errors.Is(err, layer.ErrCorrupt) || !strings.Contains(err.Error(), "read-only") || !strings.Contains(err.Error(), "header") {
+	if !errors.Is(err, layer.ErrCorrupt) || !strings.Contains(err.Error(), "read-only") || !strings.Contains(err.Error(), "region table 2") {
 		t.Fatalf("read-write open of a damaged image: %v", err)
 	}
 	if _, err := vhdx.Open("/x/a.vhdx", newRWFile(img), vhdx.Options{ReadOnly: true}); err != nil {
 		t.Fatalf("read-only open: %v", err)
+	}
+}
+
+// TestReadWriteTornHeader: one torn header (what a crash during a header
+// update leaves) is reported by Check but does not refuse a read-write open:
+// the first write's header update rewrites that slot, and the image then
+// checks clean with both headers valid.
+func TestReadWriteTornHeader(t *testing.T) {
+	for _, which := range []string{"older", "current"} {
+		t.Run(which, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, 3))
+			img := buildBytes(t, rng, smallLayer(rng, false))
+			h := curHeader(img)
+			if which == "older" {
+				h = 64<<10 + 128<<10 - h
+			}
+			img[h+100] ^= 1 // a reserved byte: only the CRC-32C fails
+			ro, err := vhdx.Open("/x/a.vhdx", newRWFile(img), vhdx.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps := ro.Check(); len(ps) != 1 || !strings.Contains(ps[0].Msg, "header") {
+				t.Fatalf("Check of a torn header: %v", ps)
+			}
+			f := newRWFile(img)
+			l, err := vhdx.Open("/x/a.vhdx", f, vhdx.Options{})
+			if err != nil {
+				t.Fatalf("read-write open with one torn header: %v", err)
+			}
+			p := bytes.Repeat([]byte{0xd7}, 4096)
+			if _, err := l.WriteAt(p, 8192, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			after, err := vhdx.Open("/x/a.vhdx", f, vhdx.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps := after.Check(); len(ps) != 0 {
+				t.Fatalf("Check after the write: %v", ps)
+			}
+			if got := readLayer(t, after, nil, 8192, int64(len(p))); !bytes.Equal(got, p) {
+				t.Fatal("the write does not read back")
+			}
+		})
 	}
 }
 
