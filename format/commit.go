@@ -117,7 +117,7 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 		return nil, fmt.Errorf("vhd: cannot commit %s into its parent: %w", child, err)
 	}
 	defer pd.Close()
-	pl := pd.top
+	pl, _ := pd.w.(*layer)
 	if pl == nil || pl.footer.UniqueID != cl.hdr.ParentUniqueID {
 		return nil, fmt.Errorf("vhd: %s: %w: the parent changed while it was being opened", parent, ErrParentMismatch)
 	}

@@ -70,15 +70,9 @@ func Compact(path string, o CompactOptions) (res CompactResult, err error) {
 			}
 		}
 	}()
-	l := d.top
-	if l == nil {
-		if f := d.layers[0].Format(); f != "vhd" {
-			return res, fmt.Errorf("vhd: %s: compact: %w: not supported for %s yet", path, ErrUnsupported, upper(f))
-		}
-		if d.missing != nil {
-			return res, d.missing
-		}
-		return res, ErrReadOnly
+	l, err := d.vhdTop(path, "compact")
+	if err != nil {
+		return res, err
 	}
 	progress := o.Progress
 	if progress == nil {

@@ -115,7 +115,7 @@ func TestNewBlockPastClaims(t *testing.T) {
 	}
 	defer d.Close()
 	l := d.layers[0].(*layer)
-	l.readOnly, d.top = false, l // write as if the check had not refused it
+	l.readOnly, d.w = false, l // write as if the check had not refused it
 	if _, err := d.WriteAt([]byte{1}, 2<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +260,7 @@ func TestNewBlockPastLocatorClaim(t *testing.T) {
 	if _, err := d.WriteAt([]byte{1}, 2<<20); err != nil {
 		t.Fatal(err)
 	}
-	if start := int64(d.top.entry(1)) * 512; start < 2048+space {
+	if start := int64(d.layers[0].(*layer).entry(1)) * 512; start < 2048+space {
 		t.Fatalf("new block 1 at 0x%x, inside the locator space 0x800-0x%x", start, 2048+space)
 	}
 }

@@ -72,15 +72,9 @@ func (l *layer) punchFile(off, n int64) error {
 // crash at any point leaves an image that opens, checks clean, and shows
 // each sector of the range either as it was or as zeros.
 func (d *Disk) Discard(off, n int64) error {
-	l := d.top
-	if l == nil {
-		if f := d.layers[0].Format(); f != "vhd" {
-			return fmt.Errorf("vhd: %s: discard: %w: not supported for %s yet", d.layers[0].Path(), ErrUnsupported, upper(f))
-		}
-		if d.missing != nil {
-			return d.missing
-		}
-		return ErrReadOnly
+	l, err := d.vhdTop(d.layers[0].Path(), "discard")
+	if err != nil {
+		return err
 	}
 	if off < 0 || n < 0 || off > d.size || n > d.size-off {
 		return fmt.Errorf("%w: discard of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, n, off, d.size)
@@ -98,6 +92,22 @@ func (d *Disk) Discard(off, n int64) error {
 		off, n = off+m, n-m
 	}
 	return nil
+}
+
+// vhdTop returns the top layer for an operation (op) that writes VHD
+// structures: an error when the disk is read-only or its top is of another
+// format. path names the image in the error.
+func (d *Disk) vhdTop(path, op string) (*layer, error) {
+	if l, ok := d.w.(*layer); ok {
+		return l, nil
+	}
+	if f := d.layers[0].Format(); f != "vhd" {
+		return nil, fmt.Errorf("vhd: %s: %s: %w: not supported for %s yet", path, op, ErrUnsupported, upper(f))
+	}
+	if d.missing != nil {
+		return nil, d.missing
+	}
+	return nil, ErrReadOnly
 }
 
 // zeroFile zeros [off, off+n) of the layer's file, punching the whole
@@ -143,7 +153,7 @@ func (d *Disk) discardBlock(l *layer, blk, in, m, off int64) error {
 	e := l.entry(blk)
 	if d.belowHasData(off, m) {
 		// Zeros must be stored here, or the parent would show through.
-		return d.writeBlockLocked(l, blk, in, make([]byte, m), off)
+		return l.writeBlockLocked(blk, in, make([]byte, m), off, belowView{d})
 	}
 	if e == unallocated {
 		return nil // reads zeros already

@@ -23,7 +23,7 @@ type Disk struct {
 	layers []lay.Layer     // layers[0] is the image opened; each next one its parent
 	files  []File          // files[i] is what layers[i] reads, for locks and cycle checks
 	found  []lay.Candidate // found[i] is how layers[i] was found (zero for the top)
-	top    *layer          // layers[0] when it is a VHD opened for writing, else nil
+	w      lay.Writer      // layers[0] when it was opened for writing, else nil
 	size   int64
 
 	// missing is set when Options.AllowMissingParent let Open stop at a
@@ -32,7 +32,7 @@ type Disk struct {
 
 	allocOnce sync.Once
 	allocated atomic.Int64  // AllocatedBytes, once computed; kept current by writes
-	allocGen  atomic.Uint64 // counts blocks the top layer allocated
+	allocGen  atomic.Uint64 // counts changes of the top layer's extents (lay.AllocNotifier)
 
 	extMu sync.Mutex   // guards hints
 	hints []extentHint // per layer, for Extent
@@ -66,8 +66,8 @@ func Open(path string, opts *Options) (*Disk, error) {
 		return nil, err
 	}
 	d := &Disk{layers: []lay.Layer{top}, files: []File{f}, found: []lay.Candidate{{}}, size: top.Size()}
-	if vl, ok := top.(*layer); ok && !ro {
-		d.top = vl
+	if w, ok := top.(lay.Writer); ok && !ro {
+		d.w = w
 	}
 	for l := top; l.Parent() != nil; {
 		if len(d.layers) > MaxChainDepth {
@@ -83,7 +83,7 @@ func Open(path string, opts *Options) (*Disk, error) {
 			var pe *ParentError
 			if opts.AllowMissingParent && errors.As(err, &pe) {
 				d.missing = err
-				d.top = nil // nothing is written into a chain that is not whole
+				d.w = nil // nothing is written into a chain that is not whole
 				break
 			}
 			d.Close()
@@ -101,9 +101,10 @@ func Open(path string, opts *Options) (*Disk, error) {
 		d.found = append(d.found, via)
 		l = p
 	}
-	if d.top != nil {
-		d.top.onAlloc = d.noteAlloc
-		d.top.onFree = d.noteFree
+	if d.w != nil {
+		if n, ok := d.w.(lay.AllocNotifier); ok {
+			n.NotifyAlloc(d.noteAlloc, d.noteFree)
+		}
 		d.AllocatedBytes() // computed before any write, so writes can keep it current
 	}
 	return d, nil
@@ -159,7 +160,7 @@ func (d *Disk) Size() int64 { return d.size }
 func (d *Disk) Depth() int { return len(d.layers) - 1 }
 
 // ReadOnly reports whether WriteAt is refused.
-func (d *Disk) ReadOnly() bool { return d.top == nil }
+func (d *Disk) ReadOnly() bool { return d.w == nil }
 
 // MissingParent returns the error that stopped the chain when
 // Options.AllowMissingParent was set and a parent could not be found, or
@@ -254,11 +255,8 @@ func (d *Disk) readLayer(i int, p []byte, off int64) error {
 // Sync flushes the top image's file to stable storage. Parents are never
 // written, so they need no sync.
 func (d *Disk) Sync() error {
-	if d.top == nil {
+	if d.w == nil {
 		return nil
 	}
-	if err := d.top.f.Sync(); err != nil {
-		return fmt.Errorf("vhd: %s: sync: %w", d.top.path, err)
-	}
-	return nil
+	return d.w.Sync()
 }

@@ -117,7 +117,8 @@ func (d *Disk) AllocatedBytes() int64 {
 }
 
 // noteAlloc is called by the top layer when it allocates the virtual range
-// [off, off+n): the bytes of it that no parent stored are new data.
+// [off, off+n): the bytes of it that no parent stored are new data. Either
+// call with n == 0 only drops the top layer's extent hint.
 func (d *Disk) noteAlloc(off, n int64) {
 	d.allocated.Add(d.freshBytes(off, n))
 	d.allocGen.Add(1)

@@ -55,15 +55,9 @@ func Resize(path string, size int64, o ResizeOptions) (old int64, err error) {
 			err = cerr
 		}
 	}()
-	l := d.top
-	if l == nil {
-		if f := d.layers[0].Format(); f != "vhd" {
-			return 0, fmt.Errorf("vhd: %s: resize: %w: not supported for %s yet", path, ErrUnsupported, upper(f))
-		}
-		if d.missing != nil {
-			return 0, d.missing
-		}
-		return 0, ErrReadOnly
+	l, err := d.vhdTop(path, "resize")
+	if err != nil {
+		return 0, err
 	}
 	old = l.size
 	if size <= 0 || size%SectorSize != 0 || size > MaxVirtualSize {

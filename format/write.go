@@ -4,16 +4,54 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"sync/atomic"
+
+	lay "github.com/vhdmount/vhdmount/format/layer"
+)
+
+var (
+	_ lay.Writer        = (*layer)(nil)
+	_ lay.AllocNotifier = (*layer)(nil)
 )
 
 // WriteAt writes len(p) bytes at off into the top image. Parents are never
-// written. A fixed disk is written in place. In a dynamic or differencing
-// disk, a block is allocated on the first write into it; written sectors get
-// their bitmap bits set; a write covering part of a sector first fills the
-// rest of that sector with what the disk showed there (the parent's data, or
-// zeros). All-zero writes into unallocated blocks of a dynamic disk (no
-// parent) allocate nothing, since those blocks read as zeros already.
+// written. The disk must have been opened read-write; the write goes to the
+// top layer through its lay.Writer, which reads what it needs of the chain
+// below it (the edges of partly written sectors) through a view of the
+// layers under it. Durability needs Sync.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if d.w == nil {
+		return 0, ErrReadOnly
+	}
+	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
+		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
+	}
+	return d.w.WriteAt(p, off, belowView{d})
+}
+
+// belowView reads the flat content of the chain below the top layer: what
+// the top's parent shows, zeros past its end or when there is none.
+type belowView struct{ d *Disk }
+
+func (b belowView) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset %d", ErrOutOfRange, off)
+	}
+	if err := b.d.readLayer(1, p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteAt writes p at virtual offset off into this layer (lay.Writer). A
+// fixed disk is written in place. In a dynamic or differencing disk, a
+// block is allocated on the first write into it; written sectors get their
+// bitmap bits set; a write covering part of a sector first fills the rest
+// of that sector with what the layer showed there (its own sector when
+// present, else what below shows). All-zero writes into unallocated blocks
+// of a dynamic disk (no parent) allocate nothing, since those blocks read
+// as zeros already.
 //
 // Crash safety: a new block's space is reserved and the footer moved past it
 // first, so the file always ends with a valid footer; then the block's data
@@ -22,23 +60,23 @@ import (
 // image therefore opens as it was before the interrupted write, possibly with
 // an unreferenced block: space no BAT entry points at, which is harmless and
 // not reported as a problem.
-// Durability needs Sync.
 //
 // Concurrent WriteAt calls to different blocks proceed in parallel; calls to
 // the same block are serialized.
-func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
-	l := d.top
-	if l == nil {
+func (l *layer) WriteAt(p []byte, off int64, below io.ReaderAt) (int, error) {
+	if l.readOnly {
 		return 0, ErrReadOnly
 	}
-	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
-		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
+	if off < 0 || off > l.size || int64(len(p)) > l.size-off {
+		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, l.size)
 	}
 	if l.fixed() {
-		defer d.allocGen.Add(1) // a write may fill a hole of the file
 		n, err := l.f.WriteAt(p, off)
 		if err != nil {
 			err = fmt.Errorf("vhd: %s: write %d bytes at 0x%x: %w", l.path, len(p), off, err)
+		}
+		if l.onAlloc != nil {
+			l.onAlloc(off, 0) // the write may have filled a hole of the file
 		}
 		return n, err
 	}
@@ -46,7 +84,7 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	for len(p) > 0 {
 		blk, in := off/l.blockSize, off%l.blockSize
 		n := min(int64(len(p)), l.blockSize-in)
-		if err := d.writeBlock(l, blk, in, p[:n], off); err != nil {
+		if err := l.writeBlock(blk, in, p[:n], off, below); err != nil {
 			return written, err
 		}
 		written += int(n)
@@ -55,22 +93,31 @@ func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
 	return written, nil
 }
 
+// Sync flushes the layer's file to stable storage (lay.Writer).
+func (l *layer) Sync() error { return l.sync() }
+
+// NotifyAlloc sets the functions that hear of each block allocated and
+// unallocated (lay.AllocNotifier).
+func (l *layer) NotifyAlloc(alloc, free func(off, n int64)) {
+	l.onAlloc, l.onFree = alloc, free
+}
+
 // writeBlock writes p at byte in of block blk (virtual offset off).
-func (d *Disk) writeBlock(l *layer, blk, in int64, p []byte, off int64) error {
+func (l *layer) writeBlock(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
 	lock := &l.blockLocks[blk%int64(len(l.blockLocks))]
 	lock.Lock()
 	defer lock.Unlock()
-	return d.writeBlockLocked(l, blk, in, p, off)
+	return l.writeBlockLocked(blk, in, p, off, below)
 }
 
 // writeBlockLocked is writeBlock with the block's lock held.
-func (d *Disk) writeBlockLocked(l *layer, blk, in int64, p []byte, off int64) error {
+func (l *layer) writeBlockLocked(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
 	e := l.entry(blk)
 	if e == unallocated {
 		if l.footer.DiskType == TypeDynamic && isZero(p) {
 			return nil
 		}
-		return d.allocate(l, blk, in, p, off)
+		return l.allocate(blk, in, p, off, below)
 	}
 	start, bm, err := l.block(blk, e)
 	if err != nil {
@@ -83,7 +130,7 @@ func (d *Disk) writeBlockLocked(l *layer, blk, in int64, p []byte, off int64) er
 	s0, s1 := in/SectorSize, (in+int64(len(p))+SectorSize-1)/SectorSize
 	buf, bufIn := p, in
 	if (in%SectorSize != 0 && !bm.has(s0)) || ((in+int64(len(p)))%SectorSize != 0 && !bm.has(s1-1)) {
-		if buf, bufIn, err = d.sectorAligned(p, in, off); err != nil {
+		if buf, bufIn, err = l.sectorAligned(p, in, off, below, data, bm); err != nil {
 			return err
 		}
 	}
@@ -112,11 +159,11 @@ func (d *Disk) writeBlockLocked(l *layer, blk, in int64, p []byte, off int64) er
 }
 
 // allocate appends block blk to the file with p written at byte in.
-func (d *Disk) allocate(l *layer, blk, in int64, p []byte, off int64) error {
+func (l *layer) allocate(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
 	buf, bufIn := p, in
 	if in%SectorSize != 0 || (in+int64(len(p)))%SectorSize != 0 {
 		var err error
-		if buf, bufIn, err = d.sectorAligned(p, in, off); err != nil {
+		if buf, bufIn, err = l.sectorAligned(p, in, off, below, 0, nil); err != nil {
 			return err
 		}
 	}
@@ -165,17 +212,32 @@ func (d *Disk) allocate(l *layer, blk, in int64, p []byte, off int64) error {
 }
 
 // sectorAligned widens a write of p at byte in of a block (virtual offset
-// off) to whole sectors, filling the edges with what the disk shows there now.
-func (d *Disk) sectorAligned(p []byte, in, off int64) ([]byte, int64, error) {
+// off) to whole sectors, filling the edges with what the layer shows there
+// now: the sector stored in this file when bm has its bit set (the block's
+// data at file offset data), else what below shows.
+func (l *layer) sectorAligned(p []byte, in, off int64, below io.ReaderAt, data int64, bm *bitmap) ([]byte, int64, error) {
 	a := in &^ (SectorSize - 1)
 	b := roundUp(in+int64(len(p)), SectorSize)
 	buf := make([]byte, b-a)
 	head := off - (in - a)
-	if err := d.readLayer(0, buf[:SectorSize], head); err != nil {
+	edge := func(q []byte, inBlock, virt int64) error {
+		if bm != nil && bm.has(inBlock/SectorSize) {
+			return l.readData(q, data+inBlock)
+		}
+		n, err := below.ReadAt(q, virt)
+		if n == len(q) {
+			return nil
+		}
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("vhd: %s: reading the chain below: %d of %d bytes at %d", l.path, n, len(q), virt)
+		}
+		return err
+	}
+	if err := edge(buf[:SectorSize], a, head); err != nil {
 		return nil, 0, err
 	}
 	if len(buf) > SectorSize {
-		if err := d.readLayer(0, buf[len(buf)-SectorSize:], head+int64(len(buf))-SectorSize); err != nil {
+		if err := edge(buf[len(buf)-SectorSize:], b-SectorSize, head+int64(len(buf))-SectorSize); err != nil {
 			return nil, 0, err
 		}
 	}

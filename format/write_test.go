@@ -167,8 +167,8 @@ func writeRandomly(t *testing.T, rng *rand.Rand, path string, model []byte, step
 	}
 	checkAll(t, d, model, path+" before writing")
 	bs := int64(2 << 20)
-	if !d.top.fixed() {
-		bs = d.top.blockSize
+	if top := d.layers[0].(*layer); !top.fixed() {
+		bs = top.blockSize
 	}
 	for range steps {
 		off, p := randomWrite(rng, d.Size(), bs)
