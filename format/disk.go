@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
+	"github.com/vhdmount/vhdmount/format/vhd"
 	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
@@ -124,7 +125,7 @@ func openAny(path string, f File, opts *Options, ro bool) (lay.Layer, error) {
 		}
 		return l, nil
 	}
-	l, err := openLayer(path, f, opts, ro)
+	l, err := vhd.Open(path, f, vhd.Options{ReadOnly: ro, IgnoreChecksums: opts.IgnoreChecksums})
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +251,35 @@ func (d *Disk) readLayer(i int, p []byte, off int64) error {
 		return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d covered %d", l.Path(), len(p), off, pos)
 	}
 	return nil
+}
+
+// WriteAt writes len(p) bytes at off into the top image. Parents are never
+// written. The disk must have been opened read-write; the write goes to the
+// top layer through its lay.Writer, which reads what it needs of the chain
+// below it (the edges of partly written sectors) through a view of the
+// layers under it. Durability needs Sync.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if d.w == nil {
+		return 0, ErrReadOnly
+	}
+	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
+		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
+	}
+	return d.w.WriteAt(p, off, belowView{d})
+}
+
+// belowView reads the flat content of the chain below the top layer: what
+// the top's parent shows, zeros past its end or when there is none.
+type belowView struct{ d *Disk }
+
+func (b belowView) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset %d", ErrOutOfRange, off)
+	}
+	if err := b.d.readLayer(1, p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // Sync flushes the top image's file to stable storage. Parents are never

@@ -96,8 +96,8 @@ func layerExtent(l lay.Layer, off, n int64) (lay.State, int64) {
 // area (st_blocks), which follows writes into holes and discards.
 func (d *Disk) AllocatedBytes() int64 {
 	if len(d.layers) == 1 {
-		if l, ok := d.layers[0].(*layer); ok && l.fixed() {
-			if n, ok := l.fixedAllocated(); ok {
+		if l, ok := d.layers[0].(hostAllocator); ok {
+			if n, ok := l.HostAllocated(); ok {
 				return n
 			}
 		}
@@ -114,6 +114,13 @@ func (d *Disk) AllocatedBytes() int64 {
 		d.allocated.Store(n)
 	})
 	return d.allocated.Load()
+}
+
+// hostAllocator is implemented by layers whose allocation is their host
+// file's (a fixed VHD): HostAllocated returns the bytes of the virtual disk
+// the host filesystem stores, when it can tell.
+type hostAllocator interface {
+	HostAllocated() (int64, bool)
 }
 
 // noteAlloc is called by the top layer when it allocates the virtual range

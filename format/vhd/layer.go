@@ -1,26 +1,16 @@
-package format
+package vhd
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/google/uuid"
+	lay "github.com/vhdmount/vhdmount/format/layer"
 )
-
-// File is what a layer is read from and written to. *os.File implements it.
-type File interface {
-	io.ReaderAt
-	io.WriterAt
-	Stat() (os.FileInfo, error)
-	Truncate(size int64) error
-	Sync() error
-	Close() error
-}
 
 // FooterSource says which copy of the footer an image was opened with.
 type FooterSource string
@@ -40,10 +30,13 @@ type bitmap struct {
 	bits  []byte // MSB-first, nil when full or empty
 }
 
-// layer is one VHD file of a chain.
-type layer struct {
+// Layer is one VHD file: fixed, dynamic or differencing. It implements
+// lay.Layer, lay.Extenter, lay.Writer and lay.AllocNotifier; the methods of
+// the operations that rewrite its structures (Discard, Resize, Relink,
+// Compact, commit's emptying) are its own.
+type Layer struct {
 	path     string
-	f        File
+	f        lay.File
 	readOnly bool
 	fileSize int64 // size of the file when opened
 
@@ -88,15 +81,29 @@ type interval struct {
 	what                string
 }
 
-func (l *layer) fixed() bool { return l.footer.DiskType == TypeFixed }
+func (l *Layer) fixed() bool { return l.footer.DiskType == TypeFixed }
 
-// openLayer parses one VHD file. It does not look for parents.
-func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error) {
+// Options control how Open reads a VHD file.
+type Options struct {
+	// ReadOnly: the layer is not written. Otherwise a damaged structure is
+	// refused (never write into a damaged image).
+	ReadOnly bool
+	// IgnoreChecksums accepts footers and headers whose checksum is wrong
+	// (for a read-only open that lets Check report them).
+	IgnoreChecksums bool
+}
+
+// Open parses the VHD file f at path (absolute). It does not look for a
+// parent: Parent says where to, MatchParent checks a candidate. The layer
+// owns f from then on: Close closes it.
+func Open(path string, f lay.File, o Options) (*Layer, error) {
+	readOnly := o.ReadOnly
+	opts := &o
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("vhd: %s: %w", path, err)
 	}
-	l := &layer{path: path, f: f, readOnly: readOnly, fileSize: fi.Size()}
+	l := &Layer{path: path, f: f, readOnly: readOnly, fileSize: fi.Size()}
 	if err := l.readFooter(opts.IgnoreChecksums); err != nil {
 		return nil, err
 	}
@@ -122,7 +129,7 @@ func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error
 	return l, nil
 }
 
-func (l *layer) readAtFull(b []byte, off int64, what string) error {
+func (l *Layer) readAtFull(b []byte, off int64, what string) error {
 	n, err := l.f.ReadAt(b, off)
 	if n == len(b) {
 		return nil
@@ -135,10 +142,7 @@ func (l *layer) readAtFull(b []byte, off int64, what string) error {
 
 // readFooter implements footer discovery: end of file, 511-byte short
 // footer, then the copy at offset 0 (dynamic and differencing only).
-func (l *layer) readFooter(ignoreChecksum bool) error {
-	if err := l.notVHDX(); err != nil {
-		return err
-	}
+func (l *Layer) readFooter(ignoreChecksum bool) error {
 	if l.fileSize < footerSize-1 {
 		return formatErr(l.path, 0, "footer", ErrNotVHD, "file is only %d bytes", l.fileSize)
 	}
@@ -180,25 +184,7 @@ func (l *layer) readFooter(ignoreChecksum bool) error {
 	return firstErr
 }
 
-// notVHDX refuses a VHDX image (file type identifier "vhdxfile" at 0) with
-// an error saying so, until VHDX is read.
-func (l *layer) notVHDX() error {
-	var b [8]byte
-	if n, _ := l.f.ReadAt(b[:], 0); n == len(b) && string(b[:]) == "vhdxfile" {
-		return &vhdxError{l.path}
-	}
-	return nil
-}
-
-// vhdxError says a file is a VHDX image; it wraps ErrUnsupported.
-type vhdxError struct{ path string }
-
-func (e *vhdxError) Error() string {
-	return "vhd: " + e.path + " is a VHDX image; VHDX is not supported yet"
-}
-func (e *vhdxError) Unwrap() error { return ErrUnsupported }
-
-func (l *layer) readHeader(ignoreChecksum bool) error {
+func (l *Layer) readHeader(ignoreChecksum bool) error {
 	p := l.path
 	do := l.footer.DataOffset
 	if do < footerSize || do > uint64(l.footerOff) || do+headerSize > uint64(l.footerOff) {
@@ -291,7 +277,7 @@ func (l *layer) readHeader(ignoreChecksum bool) error {
 }
 
 // readBatmap looks for a blktap "tdbatmap" header right after the BAT.
-func (l *layer) readBatmap(off int64) {
+func (l *Layer) readBatmap(off int64) {
 	if off+SectorSize > l.footerOff {
 		return
 	}
@@ -311,7 +297,7 @@ func (l *layer) readBatmap(off int64) {
 // blockOffset validates BAT entry e of block blk and returns the absolute
 // offset of the block's bitmap. Entries that would read past the end of the
 // data area or over metadata are errors, never zeros.
-func (l *layer) blockOffset(blk int64, e uint32) (int64, error) {
+func (l *Layer) blockOffset(blk int64, e uint32) (int64, error) {
 	start := int64(e) * SectorSize
 	need := l.blockSize
 	if rest := l.size - blk*l.blockSize; rest < need {
@@ -333,7 +319,7 @@ func (l *layer) blockOffset(blk int64, e uint32) (int64, error) {
 
 // block validates allocated block blk's BAT entry e and returns the offset
 // of its bitmap and the bitmap itself.
-func (l *layer) block(blk int64, e uint32) (int64, *bitmap, error) {
+func (l *Layer) block(blk int64, e uint32) (int64, *bitmap, error) {
 	start, err := l.blockOffset(blk, e)
 	if err != nil {
 		return 0, nil, err
@@ -347,7 +333,7 @@ func (l *layer) block(blk int64, e uint32) (int64, *bitmap, error) {
 
 // loadBitmap returns the cached bitmap of allocated block blk, reading it on
 // first use.
-func (l *layer) loadBitmap(blk int64, start int64) (*bitmap, error) {
+func (l *Layer) loadBitmap(blk int64, start int64) (*bitmap, error) {
 	if bm := l.bitmaps[blk].Load(); bm != nil {
 		return bm, nil
 	}
@@ -428,6 +414,6 @@ func (b *bitmap) run(s, limit int64) int64 {
 	return e
 }
 
-func (l *layer) entry(blk int64) uint32 { return atomic.LoadUint32(&l.bat[blk]) }
+func (l *Layer) entry(blk int64) uint32 { return atomic.LoadUint32(&l.bat[blk]) }
 
 func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }

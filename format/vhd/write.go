@@ -1,4 +1,4 @@
-package format
+package vhd
 
 import (
 	"bytes"
@@ -11,38 +11,9 @@ import (
 )
 
 var (
-	_ lay.Writer        = (*layer)(nil)
-	_ lay.AllocNotifier = (*layer)(nil)
+	_ lay.Writer        = (*Layer)(nil)
+	_ lay.AllocNotifier = (*Layer)(nil)
 )
-
-// WriteAt writes len(p) bytes at off into the top image. Parents are never
-// written. The disk must have been opened read-write; the write goes to the
-// top layer through its lay.Writer, which reads what it needs of the chain
-// below it (the edges of partly written sectors) through a view of the
-// layers under it. Durability needs Sync.
-func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
-	if d.w == nil {
-		return 0, ErrReadOnly
-	}
-	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
-		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
-	}
-	return d.w.WriteAt(p, off, belowView{d})
-}
-
-// belowView reads the flat content of the chain below the top layer: what
-// the top's parent shows, zeros past its end or when there is none.
-type belowView struct{ d *Disk }
-
-func (b belowView) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("%w: negative offset %d", ErrOutOfRange, off)
-	}
-	if err := b.d.readLayer(1, p, off); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
 
 // WriteAt writes p at virtual offset off into this layer (lay.Writer). A
 // fixed disk is written in place. In a dynamic or differencing disk, a
@@ -63,7 +34,7 @@ func (b belowView) ReadAt(p []byte, off int64) (int, error) {
 //
 // Concurrent WriteAt calls to different blocks proceed in parallel; calls to
 // the same block are serialized.
-func (l *layer) WriteAt(p []byte, off int64, below io.ReaderAt) (int, error) {
+func (l *Layer) WriteAt(p []byte, off int64, below io.ReaderAt) (int, error) {
 	if l.readOnly {
 		return 0, ErrReadOnly
 	}
@@ -94,16 +65,16 @@ func (l *layer) WriteAt(p []byte, off int64, below io.ReaderAt) (int, error) {
 }
 
 // Sync flushes the layer's file to stable storage (lay.Writer).
-func (l *layer) Sync() error { return l.sync() }
+func (l *Layer) Sync() error { return l.sync() }
 
 // NotifyAlloc sets the functions that hear of each block allocated and
 // unallocated (lay.AllocNotifier).
-func (l *layer) NotifyAlloc(alloc, free func(off, n int64)) {
+func (l *Layer) NotifyAlloc(alloc, free func(off, n int64)) {
 	l.onAlloc, l.onFree = alloc, free
 }
 
 // writeBlock writes p at byte in of block blk (virtual offset off).
-func (l *layer) writeBlock(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
+func (l *Layer) writeBlock(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
 	lock := &l.blockLocks[blk%int64(len(l.blockLocks))]
 	lock.Lock()
 	defer lock.Unlock()
@@ -111,7 +82,7 @@ func (l *layer) writeBlock(blk, in int64, p []byte, off int64, below io.ReaderAt
 }
 
 // writeBlockLocked is writeBlock with the block's lock held.
-func (l *layer) writeBlockLocked(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
+func (l *Layer) writeBlockLocked(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
 	e := l.entry(blk)
 	if e == unallocated {
 		if l.footer.DiskType == TypeDynamic && isZero(p) {
@@ -159,7 +130,7 @@ func (l *layer) writeBlockLocked(blk, in int64, p []byte, off int64, below io.Re
 }
 
 // allocate appends block blk to the file with p written at byte in.
-func (l *layer) allocate(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
+func (l *Layer) allocate(blk, in int64, p []byte, off int64, below io.ReaderAt) error {
 	buf, bufIn := p, in
 	if in%SectorSize != 0 || (in+int64(len(p)))%SectorSize != 0 {
 		var err error
@@ -215,7 +186,7 @@ func (l *layer) allocate(blk, in int64, p []byte, off int64, below io.ReaderAt) 
 // off) to whole sectors, filling the edges with what the layer shows there
 // now: the sector stored in this file when bm has its bit set (the block's
 // data at file offset data), else what below shows.
-func (l *layer) sectorAligned(p []byte, in, off int64, below io.ReaderAt, data int64, bm *bitmap) ([]byte, int64, error) {
+func (l *Layer) sectorAligned(p []byte, in, off int64, below io.ReaderAt, data int64, bm *bitmap) ([]byte, int64, error) {
 	a := in &^ (SectorSize - 1)
 	b := roundUp(in+int64(len(p)), SectorSize)
 	buf := make([]byte, b-a)
@@ -246,7 +217,7 @@ func (l *layer) sectorAligned(p []byte, in, off int64, below io.ReaderAt, data i
 }
 
 // sectorsIn returns the number of sectors of block blk inside the disk.
-func (l *layer) sectorsIn(blk int64) int64 {
+func (l *Layer) sectorsIn(blk int64) int64 {
 	return min(l.blockSize, l.size-blk*l.blockSize) / SectorSize
 }
 
@@ -264,7 +235,7 @@ func (b *bitmap) expand(nsec int64) []byte {
 	return out
 }
 
-func (l *layer) writeFile(p []byte, off int64, what string) error {
+func (l *Layer) writeFile(p []byte, off int64, what string) error {
 	if _, err := l.f.WriteAt(p, off); err != nil {
 		return fmt.Errorf("vhd: %s: writing %s (%d bytes at 0x%x): %w", l.path, what, len(p), off, err)
 	}
