@@ -22,13 +22,22 @@ const (
 	FooterCopyAtZero FooterSource = "copy at offset 0"
 )
 
-// bitmap is the cached sector bitmap of one allocated block. It is immutable
-// once published; a write that changes bits publishes a new one.
+// bitmap is the cached sector bitmap of one allocated block. full and empty
+// never change once published. A write into a block whose bitmap has words
+// sets its bits in place, with atomic ORs, under the block's lock and after
+// the sectors they cover are written; bits are never cleared in place (a
+// discard publishes a new bitmap). Readers load words atomically.
 type bitmap struct {
-	full  bool   // every sector of the block is present in this file
-	empty bool   // no sector is present
-	bits  []byte // MSB-first, nil when full or empty
+	full  bool     // every sector of the block is present in this file
+	empty bool     // no sector is present
+	words []uint32 // nil when full or empty; see bitWord
 }
+
+// bitWord returns the word of a bitmap's words that holds sector s's bit,
+// and the bit. The words hold the on-disk bytes (MSB first: sector 0 is
+// 0x80 of byte 0) four to a word, big-endian: byte j is bits 31-8*(j%4)
+// down of word j/4, so sector s is bit 31-s%32 of word s/32.
+func bitWord(s int64) (int64, uint32) { return s / 32, 1 << (31 - s%32) }
 
 // Layer is one VHD file: fixed, dynamic or differencing. It implements
 // lay.Layer, lay.Extenter, lay.Writer and lay.AllocNotifier; the methods of
@@ -65,6 +74,7 @@ type Layer struct {
 	dataEnd    int64        // guarded by mu: end of the last block or metadata area
 	dataLimit  atomic.Int64 // where the footer now sits: blocks must end before it
 	blockLocks [64]sync.Mutex
+	bmBufs     [64]*[SectorSize]byte // bmBufs[i]: scratch for bitmap writes, guarded by blockLocks[i]
 
 	// onAlloc, set by the chain, hears of each block allocated (its virtual range)
 	onAlloc func(off, n int64)
@@ -350,7 +360,7 @@ func (l *Layer) loadBitmap(blk int64, start int64) (*bitmap, error) {
 	return l.bitmaps[blk].Load(), nil
 }
 
-// newBitmap classifies the first nsec bits of raw.
+// newBitmap classifies the first nsec bits of raw (the on-disk bytes).
 func newBitmap(raw []byte, nsec int64) *bitmap {
 	full, empty := true, true
 	whole := nsec / 8
@@ -375,7 +385,14 @@ func newBitmap(raw []byte, nsec int64) *bitmap {
 	if full || empty {
 		return &bitmap{full: full, empty: empty}
 	}
-	return &bitmap{bits: raw}
+	words := make([]uint32, (nsec+31)/32)
+	for j, c := range raw[:(nsec+7)/8] {
+		words[j/4] |= uint32(c) << (24 - 8*(j%4))
+	}
+	if rem := nsec % 32; rem != 0 { // bits past the block's sectors stay clear
+		words[len(words)-1] &^= 1<<(32-rem) - 1
+	}
+	return &bitmap{words: words}
 }
 
 // has reports whether sector s of the block is present in this file.
@@ -386,7 +403,8 @@ func (b *bitmap) has(s int64) bool {
 	if b.empty {
 		return false
 	}
-	return b.bits[s/8]&(0x80>>(s%8)) != 0
+	w, bit := bitWord(s)
+	return atomic.LoadUint32(&b.words[w])&bit != 0
 }
 
 // run returns the end (exclusive) of the run of sectors starting at s, up to
@@ -398,11 +416,11 @@ func (b *bitmap) run(s, limit int64) int64 {
 	v := b.has(s)
 	e := s + 1
 	for e < limit {
-		// Skip whole bytes when possible.
-		if e%8 == 0 && e+8 <= limit {
-			c := b.bits[e/8]
-			if (v && c == 0xFF) || (!v && c == 0) {
-				e += 8
+		// Skip whole words when possible.
+		if e%32 == 0 && e+32 <= limit {
+			c := atomic.LoadUint32(&b.words[e/32])
+			if (v && c == ^uint32(0)) || (!v && c == 0) {
+				e += 32
 				continue
 			}
 		}
@@ -412,6 +430,23 @@ func (b *bitmap) run(s, limit int64) int64 {
 		e++
 	}
 	return e
+}
+
+// bytesTo writes the on-disk bytes [lo, hi) of the bitmap into out, which
+// holds hi-lo bytes.
+func (b *bitmap) bytesTo(out []byte, lo, hi int64) {
+	switch {
+	case b.full:
+		for i := range out[:hi-lo] {
+			out[i] = 0xFF
+		}
+	case b.empty:
+		clear(out[:hi-lo])
+	default:
+		for j := lo; j < hi; j++ {
+			out[j-lo] = byte(atomic.LoadUint32(&b.words[j/4]) >> (24 - 8*(j%4)))
+		}
+	}
 }
 
 func (l *Layer) entry(blk int64) uint32 { return atomic.LoadUint32(&l.bat[blk]) }

@@ -110,23 +110,65 @@ func (l *Layer) writeBlockLocked(blk, in int64, p []byte, off int64, below io.Re
 	}
 	// Set the bits of every sector the write covered (edge sectors whose bit
 	// was set stay set; edge sectors that were clear were filled above).
+	return l.setBits(blk, start, bm, s0, s1)
+}
+
+// setBits marks sectors [s0, s1) of allocated block blk (bitmap at file
+// offset start, cached as bm) present, after their data was written, with
+// the block's lock held: in memory first (readers may then read the new
+// data), then on disk, writing only the sectors of the bitmap that hold
+// changed bits. A bitmap that has no words yet (it was empty) gets them
+// once; later writes set bits in place and allocate nothing.
+func (l *Layer) setBits(blk, start int64, bm *bitmap, s0, s1 int64) error {
+	if bm.full {
+		return nil
+	}
 	nsec := l.sectorsIn(blk)
-	bits := bm.expand(nsec)
+	if bm.words == nil { // empty: publish a bitmap with words
+		nbm := &bitmap{words: make([]uint32, (nsec+31)/32)}
+		l.bitmaps[blk].Store(nbm)
+		bm = nbm
+	}
 	changed := false
-	for s := s0; s < s1; s++ {
-		if bits[s/8]&(0x80>>(s%8)) == 0 {
-			bits[s/8] |= 0x80 >> (s % 8)
+	for s := s0; s < s1; {
+		w := s / 32
+		e := min(s1, (w+1)*32)
+		// bits s%32 .. e%32 (exclusive) from the top of word w
+		mask := ^uint32(0) >> (s % 32)
+		if e%32 != 0 {
+			mask &^= ^uint32(0) >> (e % 32)
+		}
+		if atomic.LoadUint32(&bm.words[w])&mask != mask {
+			atomic.OrUint32(&bm.words[w], mask)
 			changed = true
 		}
+		s = e
 	}
 	if !changed {
 		return nil
 	}
-	if err := l.writeFile(bits, start, fmt.Sprintf("sector bitmap of block %d", blk)); err != nil {
-		return err
+	// The bitmap sectors that hold bytes s0/8 to (s1-1)/8, clipped to the
+	// bytes that hold the block's sectors.
+	nbytes := (nsec + 7) / 8
+	for lo := s0 / 8 &^ (SectorSize - 1); lo <= (s1-1)/8; lo += SectorSize {
+		hi := min(lo+SectorSize, nbytes)
+		buf := l.bitmapBuf(blk)
+		bm.bytesTo(buf[:], lo, hi)
+		if _, err := l.f.WriteAt(buf[:hi-lo], start+lo); err != nil {
+			return fmt.Errorf("vhd: %s: writing sector bitmap of block %d (%d bytes at 0x%x): %w", l.path, blk, hi-lo, start+lo, err)
+		}
 	}
-	l.bitmaps[blk].Store(newBitmap(bits, nsec))
 	return nil
+}
+
+// bitmapBuf returns the scratch sector for writing block blk's bitmap,
+// one per block lock stripe; the caller holds the block's lock.
+func (l *Layer) bitmapBuf(blk int64) *[SectorSize]byte {
+	i := blk % int64(len(l.blockLocks))
+	if l.bmBufs[i] == nil {
+		l.bmBufs[i] = new([SectorSize]byte)
+	}
+	return l.bmBufs[i]
 }
 
 // allocate appends block blk to the file with p written at byte in.
@@ -221,17 +263,10 @@ func (l *Layer) sectorsIn(blk int64) int64 {
 	return min(l.blockSize, l.size-blk*l.blockSize) / SectorSize
 }
 
-// expand returns a fresh copy of the bitmap's bits for nsec sectors.
+// expand returns a fresh copy of the bitmap's on-disk bytes for nsec sectors.
 func (b *bitmap) expand(nsec int64) []byte {
 	out := make([]byte, (nsec+7)/8)
-	switch {
-	case b.full:
-		for i := range out {
-			out[i] = 0xFF
-		}
-	case !b.empty:
-		copy(out, b.bits)
-	}
+	b.bytesTo(out, 0, int64(len(out)))
 	return out
 }
 
