@@ -83,6 +83,15 @@ func BenchmarkRandWrite4K(b *testing.B) {
 	if err := Create(child, CreateOptions{Parent: base}); err != nil {
 		b.Fatal(err)
 	}
+	// The in-memory copies are taken before "file" writes the files.
+	imgs := map[string][]byte{}
+	for _, p := range []string{base, child} {
+		img, err := os.ReadFile(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		imgs[p] = img
+	}
 	run := func(b *testing.B, d *Disk) {
 		rng := rand.New(rand.NewPCG(3, 4))
 		buf := make([]byte, 4096)
@@ -110,12 +119,8 @@ func BenchmarkRandWrite4K(b *testing.B) {
 	})
 	b.Run("mem", func(b *testing.B) {
 		fsys := memFS{}
-		for _, p := range []string{base, child} {
-			img, err := os.ReadFile(p)
-			if err != nil {
-				b.Fatal(err)
-			}
-			fsys[p] = newMemFile(p, img)
+		for p, img := range imgs {
+			fsys[p] = newMemFile(p, append([]byte(nil), img...))
 		}
 		d, err := Open(child, fsys.opts())
 		if err != nil {
