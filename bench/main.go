@@ -139,6 +139,7 @@ func run(c *config) error {
 		return err
 	}
 	convertWorkloads(c, in, peers, rep)
+	convertVHDXWorkloads(c, in, peers, rep)
 	opens := []struct{ name, img string }{{"empty-2040GiB", in.empty2T}, {"chain4", in.chainTop}}
 	if err := vhdxWorkloads(c, in, peers, rep, &opens); err != nil {
 		return err

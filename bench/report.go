@@ -150,6 +150,7 @@ var targets = []struct {
 	{"seqread-1M-vhdx", "vhdmount-vhdx", "vhdmount", 0.9, "#9"},
 	{"seqread-1M-vhdx", "vhdmount-vhdx", "vhdimount-vhdx", 5, "#9"},
 	{"convert-raw-vhdx", "vhd-vhdx", "qemu-img-vhdx", 1, "#9"},
+	{"convert-vhdx", "vhd", "qemu-img", 1, "#10"},
 }
 
 // limits are absolute goals on medians.

@@ -93,7 +93,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{[]string{"create", "--parent", img, "-t", "fixed", a}, 2, []string{"-t does not apply to a differencing disk"}},
 		{[]string{"create", "--parent", img, a, "1M"}, 2, []string{"give no SIZE"}},
 		{[]string{"create", img, "1M"}, 1, []string{img + ": file exists"}},
-		{[]string{"convert", "-O", "qcow2", notVHD, o}, 2, []string{`-O "qcow2": want raw, fixed or dynamic`, "see 'vhd convert --help'"}},
+		{[]string{"convert", "-O", "qcow2", notVHD, o}, 2, []string{`-O "qcow2": want raw, fixed, dynamic, vhdx or vhdx-fixed`, "see 'vhd convert --help'"}},
 		{[]string{"convert", notVHD, o}, 2, []string{"-O is required"}},
 		{[]string{"convert", "-O", "raw", notVHD}, 2, []string{"want SRC and DST, got 1"}},
 		{[]string{"convert", "-O", "raw", "--block-size", "1M", img, o}, 2, []string{"--block-size applies only to -O dynamic"}},

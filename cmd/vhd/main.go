@@ -1,9 +1,9 @@
-// Command vhd inspects, creates, converts and checks VHD images.
+// Command vhd inspects, creates, converts and checks VHD and VHDX images.
 //
 //	vhd info [--json] [--parent PATH] IMAGE
-//	vhd create [-t fixed|dynamic] [--block-size N] [--azure] IMAGE SIZE
-//	vhd create --parent PARENT [--block-size N] IMAGE
-//	vhd convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST
+//	vhd create [--format vhd|vhdx] [-t fixed|dynamic] [--block-size N] [--sector-size 512|4096] [--azure] IMAGE SIZE
+//	vhd create [--format vhd|vhdx] --parent PARENT [--block-size N] IMAGE
+//	vhd convert -O raw|fixed|dynamic|vhdx|vhdx-fixed [-f vhd|raw] [--block-size N] [--sector-size 512|4096] [--parent PATH] [--azure] [--force] [--sync] SRC DST
 //	vhd check [--json] [--parent PATH] [--azure] IMAGE
 //	vhd resize [--shrink] [--parent PATH] IMAGE [+|-]SIZE
 //	vhd compact [--parent PATH] IMAGE
@@ -46,14 +46,16 @@ const usage = `usage: vhd COMMAND [options] ARGS
 Commands:
   info [--json] [--parent PATH] IMAGE
         describe an image and its chain of parents
-  create [-t fixed|dynamic] [--block-size N] [--azure] IMAGE SIZE
-        create an empty image (SIZE like 64M, 10G, 1T; at most 2040G;
-        --azure: fixed, rounded up to a whole MiB for Azure)
-  create --parent PARENT [--block-size N] IMAGE
+  create [--format vhd|vhdx] [-t fixed|dynamic] [--block-size N] [--sector-size 512|4096] [--azure] IMAGE SIZE
+        create an empty image (SIZE like 64M, 10G, 1T; a VHD at most
+        2040G, a VHDX 64T; VHDX for --format vhdx or a name *.vhdx,
+        *.avhdx; --azure: fixed VHD, rounded up to a whole MiB for Azure)
+  create [--format vhd|vhdx] --parent PARENT [--block-size N] IMAGE
         create an empty differencing disk over PARENT
-  convert -O raw|fixed|dynamic [-f vhd|raw] [--block-size N] [--parent PATH] [--azure] [--force] [--sync] SRC DST
-        convert a VHD (with its chain) or a raw disk; unallocated and
-        all-zero ranges stay sparse (--azure: with -O fixed, for Azure)
+  convert -O raw|fixed|dynamic|vhdx|vhdx-fixed [-f vhd|raw] [--block-size N] [--sector-size 512|4096] [--parent PATH] [--azure] [--force] [--sync] SRC DST
+        convert a VHD or VHDX (with its chain) or a raw disk to raw, VHD
+        (fixed, dynamic) or VHDX (vhdx: dynamic, vhdx-fixed); unallocated
+        and all-zero ranges stay sparse (--azure: with -O fixed, for Azure)
   check [--json] [--parent PATH] [--azure] IMAGE
         validate the structure of an image and its chain (--azure: and
         what Azure requires of an uploaded disk)
@@ -327,6 +329,18 @@ func parseBlockSize(s string) (int64, error) {
 	}
 	if n < format.SectorSize || n > 256<<20 || n&(n-1) != 0 {
 		return 0, fmt.Errorf("%s: want a power of two from 512 to 256M", s)
+	}
+	return n, nil
+}
+
+// parseVHDXBlockSize reads a VHDX block size: a power of two from 1M to 256M.
+func parseVHDXBlockSize(s string) (int64, error) {
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if n < 1<<20 || n > 256<<20 || n&(n-1) != 0 {
+		return 0, fmt.Errorf("%s: want a power of two from 1M to 256M", s)
 	}
 	return n, nil
 }

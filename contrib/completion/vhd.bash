@@ -15,7 +15,9 @@ _vhd()
     fi
     case $prev in
         -t) COMPREPLY=($(compgen -W 'fixed dynamic' -- "$cur")); return ;;
-        -O) COMPREPLY=($(compgen -W 'raw fixed dynamic' -- "$cur")); return ;;
+        -O) COMPREPLY=($(compgen -W 'raw fixed dynamic vhdx vhdx-fixed' -- "$cur")); return ;;
+        --format) COMPREPLY=($(compgen -W 'vhd vhdx' -- "$cur")); return ;;
+        --sector-size) COMPREPLY=($(compgen -W '512 4096' -- "$cur")); return ;;
         -f) COMPREPLY=($(compgen -W 'vhd raw' -- "$cur")); return ;;
         --block-size) COMPREPLY=($(compgen -W '512 4K 64K 512K 1M 2M 16M 256M' -- "$cur")); return ;;
         --parent) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -25,8 +27,8 @@ _vhd()
         case $cmd in
             info) opts='--json --parent --help' ;;
             check) opts='--json --parent --azure --help' ;;
-            create) opts='-t --block-size --parent --azure --help' ;;
-            convert) opts='-O -f --block-size --parent --azure --force --sync --help' ;;
+            create) opts='--format -t --block-size --sector-size --parent --azure --help' ;;
+            convert) opts='-O -f --block-size --sector-size --parent --azure --force --sync --help' ;;
             resize) opts='--shrink --parent --help' ;;
             compact) opts='--parent --help' ;;
             commit) opts='--remove --force --help' ;;

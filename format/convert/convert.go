@@ -1,5 +1,5 @@
-// Package convert copies a virtual disk (a VHD chain or a raw disk) into a
-// raw file, a fixed or dynamic VHD, or a block device. The output is written
+// Package convert copies a virtual disk (a VHD or VHDX chain or a raw disk)
+// into a raw file, a fixed or dynamic VHD or VHDX, or a block device. The output is written
 // beside the destination and renamed into place only when complete, so a
 // failed or interrupted conversion leaves no partial file and keeps the one
 // it would replace.
@@ -27,17 +27,23 @@ type Output int
 
 // Output formats.
 const (
-	Raw     Output = iota + 1 // the flat disk
-	Fixed                     // a fixed VHD
-	Dynamic                   // a dynamic VHD
+	Raw       Output = iota + 1 // the flat disk
+	Fixed                       // a fixed VHD
+	Dynamic                     // a dynamic VHD
+	VHDX                        // a dynamic VHDX
+	VHDXFixed                   // a fixed VHDX
 )
 
 // Options control Convert.
 type Options struct {
 	// Output is the format to write.
 	Output Output
-	// BlockSize of a Dynamic output; zero means format.DefaultBlockSize.
+	// BlockSize of a Dynamic output (zero means format.DefaultBlockSize)
+	// or of a VHDX output (zero means vhdx.DefaultBlockSize).
 	BlockSize int64
+	// SectorSize is the logical sector size of a VHDX output, 512 or 4096
+	// (the source's size must be a multiple); zero means 512.
+	SectorSize int
 	// Replace allows an existing destination to be replaced (a regular
 	// file) or overwritten (a block device).
 	Replace bool
@@ -106,12 +112,15 @@ const copyWorkers = 4
 // as it was. Errors name dst, never the temporary file.
 func Convert(ctx context.Context, src Source, dst string, o Options) error {
 	switch o.Output {
-	case Raw, Fixed, Dynamic:
+	case Raw, Fixed, Dynamic, VHDX, VHDXFixed:
 	default:
-		return fmt.Errorf("output format %d: want Raw, Fixed or Dynamic", o.Output)
+		return fmt.Errorf("output format %d: want Raw, Fixed, Dynamic, VHDX or VHDXFixed", o.Output)
 	}
-	if o.BlockSize != 0 && o.Output != Dynamic {
-		return errors.New("a block size applies only to a dynamic output")
+	if o.BlockSize != 0 && o.Output != Dynamic && o.Output != VHDX && o.Output != VHDXFixed {
+		return errors.New("a block size applies only to a dynamic VHD or a VHDX output")
+	}
+	if o.SectorSize != 0 && o.Output != VHDX && o.Output != VHDXFixed {
+		return errors.New("a sector size applies only to a VHDX output")
 	}
 	if o.Size != 0 && (o.Output == Raw || o.Size < src.Size()) {
 		return fmt.Errorf("output size %d: applies only to a fixed or dynamic output at least as large as the source (%d bytes)", o.Size, src.Size())
@@ -169,7 +178,7 @@ func openDest(dst string, size int64, o Options) (*dest, error) {
 	}
 	if isBlock {
 		if o.Output != Raw {
-			return nil, &pathError{dst, "is a block device; only a raw output is written to a device (a VHD's footer belongs at the end of its file)", ErrNotWritable}
+			return nil, &pathError{dst, "is a block device; only a raw output is written to a device (an image belongs in a file)", ErrNotWritable}
 		}
 		f, err := openDeviceExclusive(d.path)
 		if err != nil {
@@ -248,9 +257,12 @@ func (d *dest) writeFile(ctx context.Context, src Source, o Options) (err error)
 			}
 		}
 	}()
-	if o.Output == Raw {
+	switch o.Output {
+	case Raw:
 		err = writeRaw(ctx, src, tmp, o)
-	} else {
+	case VHDX, VHDXFixed:
+		err = writeVHDX(ctx, src, tmp, o)
+	default:
 		err = writeVHD(ctx, src, tmp, o)
 	}
 	if err != nil {
