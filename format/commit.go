@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
+	"github.com/vhdmount/vhdmount/format/vhd"
 )
 
 // CommitOptions control Commit.
@@ -93,16 +94,16 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	if err := refuseVHDX(opts, child, "commit"); err != nil {
 		return nil, err
 	}
-	cl, err := openLocked(child, opts, "it is open for writing elsewhere (a mount?)")
+	cl, cf, err := openLocked(child, opts, "it is open for writing elsewhere (a mount?)")
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	if cl.footer.DiskType != TypeDifferencing {
+	if cl.Type() != "differencing" {
 		return nil, fmt.Errorf("vhd: %s: not a differencing disk: it has no parent to commit into", child)
 	}
 	// Find the parent as a read-only open would, then open it for writing.
-	shell := &Disk{layers: []lay.Layer{cl}, files: []File{cl.f}, found: []lay.Candidate{{}}}
+	shell := &Disk{layers: []lay.Layer{cl}, files: []File{cf}, found: []lay.Candidate{{}}}
 	p, _, _, err := shell.openParent(cl, opts, "")
 	if err != nil {
 		return nil, err
@@ -117,12 +118,12 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 		return nil, fmt.Errorf("vhd: cannot commit %s into its parent: %w", child, err)
 	}
 	defer pd.Close()
-	pl := pd.top
-	if pl == nil || pl.footer.UniqueID != cl.hdr.ParentUniqueID {
+	pl, _ := pd.w.(*vhd.Layer)
+	if pl == nil || cl.MatchParent(pl) != nil {
 		return nil, fmt.Errorf("vhd: %s: %w: the parent changed while it was being opened", parent, ErrParentMismatch)
 	}
-	if cl.size > pl.size {
-		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, cl.size, parent, pl.size)
+	if cl.Size() > pl.Size() {
+		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, cl.Size(), parent, pl.Size())
 	}
 	o.fill()
 	if !o.Force {
@@ -145,19 +146,20 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	}
 
 	res := &CommitResult{Child: child, Parent: parent}
-	total, err := cl.storedBytes()
+	total, err := cl.StoredBytes()
 	if err != nil {
 		return nil, err
 	}
 	var runs []lay.Run
-	buf := make([]byte, min(commitChunk, cl.blockSize))
-	for blk := range cl.nblocks {
-		if cl.entry(blk) == unallocated {
-			continue
+	bs, size := cl.BlockSize(), cl.Size()
+	buf := make([]byte, min(commitChunk, bs))
+	for off0 := int64(0); off0 < size; off0 += bs {
+		n0 := min(bs, size-off0)
+		if st, _ := cl.Extent(off0, n0); st != lay.Data {
+			continue // the block is not allocated
 		}
 		res.Blocks++
-		off0 := blk * cl.blockSize
-		if runs, err = cl.Map(runs[:0], off0, min(cl.blockSize, cl.size-off0)); err != nil {
+		if runs, err = cl.Map(runs[:0], off0, n0); err != nil {
 			return nil, err
 		}
 		pos := off0
@@ -165,7 +167,7 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 			if r.State == lay.Data {
 				for done := int64(0); done < r.Len; {
 					n := min(r.Len-done, int64(len(buf)))
-					if err := cl.readData(buf[:n], r.FileOff+done); err != nil {
+					if err := cl.ReadData(buf[:n], r.FileOff+done); err != nil {
 						return nil, err
 					}
 					if _, err := pd.WriteAt(buf[:n], pos+done); err != nil {
@@ -191,7 +193,7 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 		res.Removed = true
 		return res, nil
 	}
-	if err := cl.empty(); err != nil {
+	if err := cl.Empty(); err != nil {
 		return nil, fmt.Errorf("%w (its data is already in %s: the chain reads the same)", err, parent)
 	}
 	return res, nil
@@ -218,21 +220,21 @@ func (o *CommitOptions) fill() {
 
 // openLocked opens one VHD file for writing, locked exclusively; a damaged
 // image is refused (openLayer checks it).
-func openLocked(path string, opts *Options, why string) (*layer, error) {
+func openLocked(path string, opts *Options, why string) (*vhd.Layer, File, error) {
 	f, err := opts.openFile(path, true)
 	if err != nil {
-		return nil, fmt.Errorf("vhd: %w", err)
+		return nil, nil, fmt.Errorf("vhd: %w", err)
 	}
 	if err := lockFile(f, true); err != nil {
 		f.Close()
-		return nil, lockErr(path, err, why)
+		return nil, nil, lockErr(path, err, why)
 	}
-	l, err := openLayer(path, f, opts, false)
+	l, err := vhd.Open(path, f, vhd.Options{IgnoreChecksums: opts.IgnoreChecksums})
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return l, nil
+	return l, f, nil
 }
 
 // refuseVHDX refuses an operation that writes VHD structures on a VHDX
@@ -252,10 +254,10 @@ func refuseVHDX(opts *Options, path, what string) error {
 
 // children lists the differencing VHDs in dir whose parent unique id is
 // l's unique id, leaving out the paths in skip.
-func (o *CommitOptions) children(opts *Options, dir string, l *layer, skip []string) ([]string, error) {
+func (o *CommitOptions) children(opts *Options, dir string, l *vhd.Layer, skip []string) ([]string, error) {
 	names, err := o.readDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("vhd: looking for other children of %s: %w", l.path, err)
+		return nil, fmt.Errorf("vhd: looking for other children of %s: %w", l.Path(), err)
 	}
 	var skipInfo []os.FileInfo
 	for _, s := range skip {
@@ -278,12 +280,12 @@ func (o *CommitOptions) children(opts *Options, dir string, l *layer, skip []str
 		if err != nil {
 			continue // not a regular file, or unreadable: not a child we can see
 		}
-		c, err := openLayer(p, f, &Options{}, true)
+		c, err := vhd.Open(p, f, vhd.Options{ReadOnly: true})
 		if err != nil {
 			f.Close()
 			continue
 		}
-		if c.footer.DiskType == TypeDifferencing && c.hdr.ParentUniqueID == l.footer.UniqueID {
+		if c.Type() == "differencing" && c.ParentID() == l.UniqueID() {
 			out = append(out, p)
 		}
 		c.Close()
@@ -305,93 +307,4 @@ func isIn(p string, paths []string, infos []os.FileInfo) bool {
 		}
 	}
 	return false
-}
-
-// storedBytes returns the bytes of data the layer stores (sectors whose
-// bitmap bits are set).
-func (l *layer) storedBytes() (int64, error) {
-	var total int64
-	var runs []lay.Run
-	for blk := range l.nblocks {
-		if l.entry(blk) == unallocated {
-			continue
-		}
-		off0 := blk * l.blockSize
-		var err error
-		if runs, err = l.Map(runs[:0], off0, min(l.blockSize, l.size-off0)); err != nil {
-			return 0, err
-		}
-		for _, r := range runs {
-			if r.State == lay.Data {
-				total += r.Len
-			}
-		}
-	}
-	return total, nil
-}
-
-// metaEnd returns where the layer's metadata ends: past the footer copy,
-// header, BAT, batmap and every locator's reserved space, rounded up to a
-// sector.
-func (l *layer) metaEnd() int64 {
-	var end int64
-	for _, m := range l.meta {
-		end = max(end, m.reserve)
-	}
-	for i := range l.hdr.Locators {
-		loc := &l.hdr.Locators[i]
-		if loc.used() && loc.DataOffset <= uint64(l.fileSize) {
-			end = max(end, int64(loc.DataOffset)+max(loc.dataSpaceBytes(), int64(loc.DataLength)))
-		}
-	}
-	return roundUp(end, SectorSize)
-}
-
-// empty resets every BAT entry of a dynamic or differencing layer to
-// unallocated and gives the blocks' space back. Order: a batmap is cleared
-// (its bits claim blocks fully present), then the whole BAT is written in
-// one write and synced; only then, when no entry names a block any more, is
-// a copy of the footer written where the metadata ends, synced, and the
-// file truncated after it.
-func (l *layer) empty() error {
-	if l.batmapOff != 0 {
-		if err := l.writeFile(make([]byte, l.batmapSize), l.batmapOff, "batmap"); err != nil {
-			return err
-		}
-		// The batmap header's checksum (at +24): the one's complement of
-		// the byte sum of the map, all zeros now.
-		if err := l.writeFile([]byte{0xFF, 0xFF, 0xFF, 0xFF}, l.batmapHdrOff+24, "batmap checksum"); err != nil {
-			return err
-		}
-	}
-	table := make([]byte, int64(l.hdr.MaxTableEntries)*4)
-	for i := range table {
-		table[i] = 0xFF
-	}
-	if err := l.writeFile(table, int64(l.hdr.TableOffset), "BAT"); err != nil {
-		return err
-	}
-	if err := l.sync(); err != nil {
-		return err
-	}
-	for blk := range l.bat {
-		l.bat[blk] = unallocated
-		l.bitmaps[blk].Store(nil)
-	}
-	end := l.metaEnd()
-	if end >= l.footerOff {
-		return nil
-	}
-	if err := l.writeFile(l.footerRaw[:], end, "footer"); err != nil {
-		return err
-	}
-	if err := l.sync(); err != nil {
-		return err
-	}
-	if err := l.f.Truncate(end + footerSize); err != nil {
-		return fmt.Errorf("vhd: %s: truncate to %d bytes: %w", l.path, end+footerSize, err)
-	}
-	l.footerOff = end
-	l.dataLimit.Store(end)
-	return l.sync()
 }

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	lay "github.com/vhdmount/vhdmount/format/layer"
 )
 
 // damagedImage is a 4 MiB dynamic image with 2 MiB blocks, block 0
@@ -91,36 +93,6 @@ func TestDamagedRefusedForWrite(t *testing.T) {
 				t.Fatalf("Check: %v; want a problem about %q", probs, c.want)
 			}
 		})
-	}
-}
-
-// TestNewBlockPastClaims: a new block goes past every block a BAT entry
-// claims, even one past the end of the file, so it never aliases it. (Such
-// an image is refused for writing; the layer is made writable here to test
-// the placement on its own.)
-func TestNewBlockPastClaims(t *testing.T) {
-	const bat = 1536
-	var claimEnd int64
-	fsys, _ := damagedImage(t, func(img []byte) {
-		// Block 0 moves just past the end of the file; block 1 stays free.
-		sec := uint32(len(img)/512 + 1)
-		binary.BigEndian.PutUint32(img[bat:], sec)
-		claimEnd = int64(sec)*512 + 512 + 2<<20
-	})
-	o := fsys.opts()
-	o.ReadOnly = true
-	d, err := Open("/img/x.vhd", o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	l := d.layers[0].(*layer)
-	l.readOnly, d.top = false, l // write as if the check had not refused it
-	if _, err := d.WriteAt([]byte{1}, 2<<20); err != nil {
-		t.Fatal(err)
-	}
-	if start := int64(l.entry(1)) * 512; start < claimEnd {
-		t.Fatalf("new block 1 at 0x%x, inside block 0's claim ending at 0x%x", start, claimEnd)
 	}
 }
 
@@ -260,7 +232,11 @@ func TestNewBlockPastLocatorClaim(t *testing.T) {
 	if _, err := d.WriteAt([]byte{1}, 2<<20); err != nil {
 		t.Fatal(err)
 	}
-	if start := int64(d.top.entry(1)) * 512; start < 2048+space {
+	runs, err := d.layers[0].Map(nil, 2<<20, 1)
+	if err != nil || len(runs) != 1 || runs[0].State != lay.Data {
+		t.Fatalf("block 1 maps to %v, %v; want data", runs, err)
+	}
+	if start := runs[0].FileOff - 512; start < 2048+space { // the block's bitmap is 512 bytes
 		t.Fatalf("new block 1 at 0x%x, inside the locator space 0x800-0x%x", start, 2048+space)
 	}
 }

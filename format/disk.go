@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
+	"github.com/vhdmount/vhdmount/format/vhd"
 	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
@@ -23,7 +24,7 @@ type Disk struct {
 	layers []lay.Layer     // layers[0] is the image opened; each next one its parent
 	files  []File          // files[i] is what layers[i] reads, for locks and cycle checks
 	found  []lay.Candidate // found[i] is how layers[i] was found (zero for the top)
-	top    *layer          // layers[0] when it is a VHD opened for writing, else nil
+	w      lay.Writer      // layers[0] when it was opened for writing, else nil
 	size   int64
 
 	// missing is set when Options.AllowMissingParent let Open stop at a
@@ -32,7 +33,7 @@ type Disk struct {
 
 	allocOnce sync.Once
 	allocated atomic.Int64  // AllocatedBytes, once computed; kept current by writes
-	allocGen  atomic.Uint64 // counts blocks the top layer allocated
+	allocGen  atomic.Uint64 // counts changes of the top layer's extents (lay.AllocNotifier)
 
 	extMu sync.Mutex   // guards hints
 	hints []extentHint // per layer, for Extent
@@ -66,8 +67,8 @@ func Open(path string, opts *Options) (*Disk, error) {
 		return nil, err
 	}
 	d := &Disk{layers: []lay.Layer{top}, files: []File{f}, found: []lay.Candidate{{}}, size: top.Size()}
-	if vl, ok := top.(*layer); ok && !ro {
-		d.top = vl
+	if w, ok := top.(lay.Writer); ok && !ro {
+		d.w = w
 	}
 	for l := top; l.Parent() != nil; {
 		if len(d.layers) > MaxChainDepth {
@@ -83,7 +84,7 @@ func Open(path string, opts *Options) (*Disk, error) {
 			var pe *ParentError
 			if opts.AllowMissingParent && errors.As(err, &pe) {
 				d.missing = err
-				d.top = nil // nothing is written into a chain that is not whole
+				d.w = nil // nothing is written into a chain that is not whole
 				break
 			}
 			d.Close()
@@ -101,9 +102,10 @@ func Open(path string, opts *Options) (*Disk, error) {
 		d.found = append(d.found, via)
 		l = p
 	}
-	if d.top != nil {
-		d.top.onAlloc = d.noteAlloc
-		d.top.onFree = d.noteFree
+	if d.w != nil {
+		if n, ok := d.w.(lay.AllocNotifier); ok {
+			n.NotifyAlloc(d.noteAlloc, d.noteFree)
+		}
 		d.AllocatedBytes() // computed before any write, so writes can keep it current
 	}
 	return d, nil
@@ -123,7 +125,7 @@ func openAny(path string, f File, opts *Options, ro bool) (lay.Layer, error) {
 		}
 		return l, nil
 	}
-	l, err := openLayer(path, f, opts, ro)
+	l, err := vhd.Open(path, f, vhd.Options{ReadOnly: ro, IgnoreChecksums: opts.IgnoreChecksums})
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +161,7 @@ func (d *Disk) Size() int64 { return d.size }
 func (d *Disk) Depth() int { return len(d.layers) - 1 }
 
 // ReadOnly reports whether WriteAt is refused.
-func (d *Disk) ReadOnly() bool { return d.top == nil }
+func (d *Disk) ReadOnly() bool { return d.w == nil }
 
 // MissingParent returns the error that stopped the chain when
 // Options.AllowMissingParent was set and a parent could not be found, or
@@ -251,14 +253,40 @@ func (d *Disk) readLayer(i int, p []byte, off int64) error {
 	return nil
 }
 
+// WriteAt writes len(p) bytes at off into the top image. Parents are never
+// written. The disk must have been opened read-write; the write goes to the
+// top layer through its lay.Writer, which reads what it needs of the chain
+// below it (the edges of partly written sectors) through a view of the
+// layers under it. Durability needs Sync.
+func (d *Disk) WriteAt(p []byte, off int64) (int, error) {
+	if d.w == nil {
+		return 0, ErrReadOnly
+	}
+	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
+		return 0, fmt.Errorf("%w: write of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, len(p), off, d.size)
+	}
+	return d.w.WriteAt(p, off, belowView{d})
+}
+
+// belowView reads the flat content of the chain below the top layer: what
+// the top's parent shows, zeros past its end or when there is none.
+type belowView struct{ d *Disk }
+
+func (b belowView) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset %d", ErrOutOfRange, off)
+	}
+	if err := b.d.readLayer(1, p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // Sync flushes the top image's file to stable storage. Parents are never
 // written, so they need no sync.
 func (d *Disk) Sync() error {
-	if d.top == nil {
+	if d.w == nil {
 		return nil
 	}
-	if err := d.top.f.Sync(); err != nil {
-		return fmt.Errorf("vhd: %s: sync: %w", d.top.path, err)
-	}
-	return nil
+	return d.w.Sync()
 }

@@ -11,8 +11,11 @@
 //
 // The chain is format-neutral. Each file of it is a layer (the contract is
 // package format/layer): Open probes the file (VHDX by its "vhdxfile"
-// identifier, else VHD by its footer) and opens it with its format's code —
-// the VHD layer in this package, format/vhdx for VHDX. A read asks each
+// identifier, else VHD by its footer) and opens it with its format's
+// package — format/vhd for VHD, format/vhdx for VHDX. Writes go to the top
+// layer through its lay.Writer, which reads the edges of partly written
+// sectors from the chain below it; a layer that implements
+// lay.AllocNotifier tells the chain of each block it allocates or frees. A read asks each
 // layer, top down, to Map the range into runs stored in its file, zeros that
 // do not fall through (VHDX ZERO/UNMAPPED blocks), or "ask the layer below".
 // A differencing layer names its parent by candidate paths in its format's
@@ -32,11 +35,9 @@
 // # Concurrency
 //
 // ReadAt may be called from many goroutines at once, also while WriteAt
-// runs: BAT entries are read with atomic loads and cached bitmaps are
-// immutable, replaced (not changed) when a write sets bits. WriteAt calls to
-// different blocks run in parallel; calls to the same block are serialized
-// by a striped lock; growing the file is serialized by a per-image mutex.
-// A reader sees a new block only once its data and bitmap are written.
+// runs; each format package says how (for VHD: atomic BAT loads, immutable
+// cached bitmaps, striped block locks; see format/vhd). A reader sees a new
+// block only once its data and bitmap are written.
 //
 // # Errors
 //

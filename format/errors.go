@@ -6,20 +6,22 @@ import (
 	"strings"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
+	"github.com/vhdmount/vhdmount/format/vhd"
 )
 
 // Sentinel errors. Every error returned by this package that is about the
 // contents of an image wraps one of these, so callers can use errors.Is.
+// The ones about a VHD's own structures are format/vhd's.
 var (
 	// ErrNotVHD means no VHD footer was found: the file is not a VHD.
-	ErrNotVHD = errors.New("vhd: not a VHD image")
+	ErrNotVHD = vhd.ErrNotVHD
 	// ErrChecksum means a footer or dynamic header checksum does not match.
-	ErrChecksum = errors.New("vhd: checksum mismatch")
+	ErrChecksum = vhd.ErrChecksum
 	// ErrCorrupt means a structure is present but inconsistent (out of range
 	// offsets, overlapping blocks, impossible sizes).
-	ErrCorrupt = errors.New("vhd: corrupt image")
+	ErrCorrupt = vhd.ErrCorrupt
 	// ErrUnsupported means a valid image of a kind this package does not serve.
-	ErrUnsupported = errors.New("vhd: unsupported")
+	ErrUnsupported = vhd.ErrUnsupported
 	// ErrParentNotFound means no candidate path for a differencing disk's
 	// parent could be opened.
 	ErrParentNotFound = errors.New("vhd: parent not found")
@@ -34,48 +36,16 @@ var (
 	// cannot be opened for writing now.
 	ErrLocked = errors.New("vhd: image in use")
 	// ErrReadOnly is returned by WriteAt on a disk opened read-only.
-	ErrReadOnly = errors.New("vhd: disk is read-only")
+	ErrReadOnly = vhd.ErrReadOnly
 	// ErrFormatReadOnly means the image is of a format this package reads
 	// but does not write yet (VHDX): open it read-only.
 	ErrFormatReadOnly error = &kindOf{"writing VHDX images is not supported yet", ErrUnsupported}
 	// ErrOutOfRange means an offset or length outside the virtual disk.
-	ErrOutOfRange = errors.New("vhd: offset out of range")
+	ErrOutOfRange = vhd.ErrOutOfRange
 )
 
 // FormatError reports where in which file a structure is broken.
-type FormatError struct {
-	Path   string // file the problem is in
-	Off    int64  // absolute byte offset of the field in that file
-	Field  string // structure and field, e.g. "footer Checksum"
-	Detail string // want/have values or other specifics, may be empty
-	Err    error  // one of the sentinel errors
-}
-
-func (e *FormatError) Error() string {
-	var b strings.Builder
-	b.WriteString("vhd: ")
-	if e.Path != "" {
-		b.WriteString(e.Path)
-		b.WriteString(": ")
-	}
-	fmt.Fprintf(&b, "%s at 0x%x: %s", e.Field, e.Off, strings.TrimPrefix(e.Err.Error(), "vhd: "))
-	if e.Detail != "" {
-		b.WriteString(" (")
-		b.WriteString(e.Detail)
-		b.WriteString(")")
-	}
-	return b.String()
-}
-
-// Unwrap returns the sentinel error.
-func (e *FormatError) Unwrap() error { return e.Err }
-
-func formatErr(path string, off int64, field string, err error, detail string, args ...any) error {
-	if len(args) > 0 {
-		detail = fmt.Sprintf(detail, args...)
-	}
-	return &FormatError{Path: path, Off: off, Field: field, Detail: detail, Err: err}
-}
+type FormatError = vhd.FormatError
 
 // ParentAttempt is one path tried while looking for a parent.
 type ParentAttempt struct {

@@ -96,8 +96,8 @@ func layerExtent(l lay.Layer, off, n int64) (lay.State, int64) {
 // area (st_blocks), which follows writes into holes and discards.
 func (d *Disk) AllocatedBytes() int64 {
 	if len(d.layers) == 1 {
-		if l, ok := d.layers[0].(*layer); ok && l.fixed() {
-			if n, ok := l.fixedAllocated(); ok {
+		if l, ok := d.layers[0].(hostAllocator); ok {
+			if n, ok := l.HostAllocated(); ok {
 				return n
 			}
 		}
@@ -116,8 +116,16 @@ func (d *Disk) AllocatedBytes() int64 {
 	return d.allocated.Load()
 }
 
+// hostAllocator is implemented by layers whose allocation is their host
+// file's (a fixed VHD): HostAllocated returns the bytes of the virtual disk
+// the host filesystem stores, when it can tell.
+type hostAllocator interface {
+	HostAllocated() (int64, bool)
+}
+
 // noteAlloc is called by the top layer when it allocates the virtual range
-// [off, off+n): the bytes of it that no parent stored are new data.
+// [off, off+n): the bytes of it that no parent stored are new data. Either
+// call with n == 0 only drops the top layer's extent hint.
 func (d *Disk) noteAlloc(off, n int64) {
 	d.allocated.Add(d.freshBytes(off, n))
 	d.allocGen.Add(1)

@@ -1,10 +1,10 @@
 package format
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
+	"github.com/vhdmount/vhdmount/format/vhd"
 	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
@@ -44,21 +44,13 @@ type LayerInfo struct {
 }
 
 // LocatorInfo describes one parent locator.
-type LocatorInfo struct {
-	Code   string `json:"code"`
-	Offset int64  `json:"offset"`
-	Space  int64  `json:"space"`
-	Length int64  `json:"length"`
-	Path   string `json:"path,omitempty"` // decoded, for W2ku, W2ru, MacX
-}
-
-var typeNames = map[uint32]string{TypeFixed: "fixed", TypeDynamic: "dynamic", TypeDifferencing: "differencing"}
+type LocatorInfo = vhd.LocatorInfo
 
 // Layers describes every image of the chain, the opened image first.
 func (d *Disk) Layers() []LayerInfo {
 	out := make([]LayerInfo, len(d.layers))
 	for i, ll := range d.layers {
-		l, ok := ll.(*layer)
+		l, ok := ll.(*vhd.Layer)
 		if !ok {
 			li := LayerInfo{Path: ll.Path(), Format: ll.Format(), VirtualSize: ll.Size(),
 				FoundVia: d.found[i].Source, FoundAs: d.found[i].Raw}
@@ -75,57 +67,17 @@ func (d *Disk) Layers() []LayerInfo {
 			out[i] = li
 			continue
 		}
-		f := &l.footer
-		c, h, s := f.Cylinders, f.Heads, f.SectorsPerTrack
-		li := LayerInfo{
-			Path:           l.path,
-			Format:         "vhd",
-			Type:           typeNames[f.DiskType],
-			VirtualSize:    l.size,
-			FileSize:       l.fileSize,
-			Creator:        fourCC(f.CreatorApp),
-			CreatorVersion: fmt.Sprintf("%d.%d", f.CreatorVersion>>16, f.CreatorVersion&0xFFFF),
-			CreatorHost:    fourCC(f.CreatorHostOS),
-			Created:        TimeFromVHD(f.Timestamp),
-			UniqueID:       f.UniqueID.String(),
-			Geometry:       fmt.Sprintf("%d/%d/%d", c, h, s),
-			GeometrySize:   int64(c) * int64(h) * int64(s) * SectorSize,
-			FooterSource:   l.footerSrc,
-			SavedState:     f.SavedState != 0,
-			Hidden:         f.Reserved[0] != 0,
-			FoundVia:       d.found[i].Source,
-			FoundAs:        d.found[i].Raw,
+		vi := l.Info()
+		out[i] = LayerInfo{
+			Path: vi.Path, Format: "vhd", Type: vi.Type, VirtualSize: vi.VirtualSize,
+			BlockSize: vi.BlockSize, Blocks: vi.Blocks, AllocatedBlocks: vi.AllocatedBlocks,
+			FileSize: vi.FileSize, Creator: vi.Creator, CreatorVersion: vi.CreatorVersion,
+			CreatorHost: vi.CreatorHost, Created: vi.Created, UniqueID: vi.UniqueID,
+			Geometry: vi.Geometry, GeometrySize: vi.GeometrySize, FooterSource: vi.FooterSource,
+			SavedState: vi.SavedState, Hidden: vi.Hidden, ParentUniqueID: vi.ParentUniqueID,
+			ParentTimestamp: vi.ParentTimestamp, ParentName: vi.ParentName, Locators: vi.Locators,
+			FoundVia: d.found[i].Source, FoundAs: d.found[i].Raw,
 		}
-		if !l.fixed() {
-			li.BlockSize, li.Blocks = l.blockSize, l.nblocks
-			for b := range l.nblocks {
-				if l.entry(b) != unallocated {
-					li.AllocatedBlocks++
-				}
-			}
-		}
-		if f.DiskType == TypeDifferencing {
-			ts := TimeFromVHD(l.hdr.ParentTimestamp)
-			li.ParentUniqueID = l.hdr.ParentUniqueID.String()
-			li.ParentTimestamp = &ts
-			li.ParentName = l.parentName
-			strs := l.locatorStrings()
-			seen := map[string]int{}
-			for j := range l.hdr.Locators {
-				loc := &l.hdr.Locators[j]
-				if !loc.used() {
-					continue
-				}
-				code := fourCC(loc.Code)
-				li2 := LocatorInfo{Code: code, Offset: int64(loc.DataOffset), Space: loc.dataSpaceBytes(), Length: int64(loc.DataLength)}
-				if s := strs[code]; seen[code] < len(s) {
-					li2.Path = s[seen[code]]
-					seen[code]++
-				}
-				li.Locators = append(li.Locators, li2)
-			}
-		}
-		out[i] = li
 	}
 	return out
 }

@@ -119,15 +119,33 @@ type Extenter interface {
 	Extent(off, n int64) (State, int64)
 }
 
-// Writer is implemented by layers opened for writing.
+// Writer is implemented by layers opened for writing. The chain writes
+// into its top layer only, through these methods.
 type Writer interface {
 	// WriteAt writes p at virtual offset off into this layer (never into a
-	// parent). view reads the chain's current flat content, for the parts
-	// of partly written sectors the write does not cover. off+len(p) must
-	// not exceed Size().
-	WriteAt(p []byte, off int64, view io.ReaderAt) (int, error)
+	// parent). The caller keeps 0 <= off and off+len(p) <= Size(). below
+	// reads the flat content of the chain below this layer (its parent's
+	// view: zeros past the parent's end, or everywhere when the layer has
+	// no parent), for the parts of partly written logical sectors the layer
+	// does not hold. below never calls back into this layer, so the layer
+	// may hold its own locks while it reads it.
+	WriteAt(p []byte, off int64, below io.ReaderAt) (int, error)
 	// Sync makes every completed write durable.
 	Sync() error
+}
+
+// AllocNotifier is implemented by writable layers that tell the chain how
+// their allocation changes, so that extent answers and allocated-byte
+// counts stay current without rescanning. The chain calls NotifyAlloc once,
+// after opening a writable top layer and before any write. The layer then
+// calls alloc(off, n) with the virtual range of each block it newly
+// allocates (after the table entry that publishes it is written), and
+// free(off, n) for each block it unallocates. A call with n == 0 says only
+// that the layer's extents around off may have changed without a block
+// changing state (a hole of its file filled or punched): the chain forgets
+// what it remembered of the layer's extents and counts nothing.
+type AllocNotifier interface {
+	NotifyAlloc(alloc, free func(off, n int64))
 }
 
 // Sentinel errors shared by every format. A format package wraps them; the

@@ -1,4 +1,4 @@
-package format
+package vhd
 
 import (
 	"os"
@@ -10,7 +10,7 @@ import (
 // file's own holes (SEEK_DATA/SEEK_HOLE), so a sparse fixed image reads as
 // sparse. A hole is Zero (there is no parent to fall through to). A file the
 // filesystem cannot tell about is Data throughout.
-func (l *layer) fixedExtent(off, n int64) (lay.State, int64) {
+func (l *Layer) fixedExtent(off, n int64) (lay.State, int64) {
 	f, ok := l.f.(*os.File)
 	if !ok {
 		return lay.Data, n
@@ -32,10 +32,14 @@ func (l *layer) fixedExtent(off, n int64) (lay.State, int64) {
 	return lay.Data, min(hole, end) - off
 }
 
-// fixedAllocated returns the bytes of a fixed disk's data area the host
+// HostAllocated returns the bytes of a fixed disk's data area the host
 // filesystem stores (st_blocks, less the footer's own block), when the
-// file is an *os.File on a filesystem that says.
-func (l *layer) fixedAllocated() (int64, bool) {
+// file is an *os.File on a filesystem that says. It returns false for a
+// dynamic or differencing disk, whose allocation its BAT tells.
+func (l *Layer) HostAllocated() (int64, bool) {
+	if !l.fixed() {
+		return 0, false
+	}
 	f, ok := l.f.(*os.File)
 	if !ok {
 		return 0, false

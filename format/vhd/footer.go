@@ -1,4 +1,4 @@
-package format
+package vhd
 
 import (
 	"encoding/binary"

@@ -1,10 +1,9 @@
-package format
+package vhd
 
 import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
 )
@@ -13,30 +12,30 @@ import (
 // read it beside layers of other formats.
 
 var (
-	_ lay.Layer    = (*layer)(nil)
-	_ lay.Extenter = (*layer)(nil)
+	_ lay.Layer    = (*Layer)(nil)
+	_ lay.Extenter = (*Layer)(nil)
 )
 
 // Path returns the file's absolute path.
-func (l *layer) Path() string { return l.path }
+func (l *Layer) Path() string { return l.path }
 
 // Format returns "vhd".
-func (l *layer) Format() string { return "vhd" }
+func (l *Layer) Format() string { return "vhd" }
 
 // Size returns the virtual size (the footer's CurrentSize).
-func (l *layer) Size() int64 { return l.size }
+func (l *Layer) Size() int64 { return l.size }
 
 // SectorSize returns 512: VHD sectors are always 512 bytes.
-func (l *layer) SectorSize() int { return SectorSize }
+func (l *Layer) SectorSize() int { return SectorSize }
 
 // Close closes the file.
-func (l *layer) Close() error { return l.f.Close() }
+func (l *Layer) Close() error { return l.f.Close() }
 
 // ReadData reads stored bytes from the file; a short file is corruption.
-func (l *layer) ReadData(p []byte, off int64) error { return l.readData(p, off) }
+func (l *Layer) ReadData(p []byte, off int64) error { return l.readData(p, off) }
 
 // readData reads from the layer's file; a short file is corruption.
-func (l *layer) readData(p []byte, off int64) error {
+func (l *Layer) readData(p []byte, off int64) error {
 	n, err := l.f.ReadAt(p, off)
 	if n == len(p) {
 		return nil
@@ -64,7 +63,7 @@ func appendRun(runs []lay.Run, r lay.Run) []lay.Run {
 // store everything; a dynamic or differencing disk stores a block's sectors
 // whose bitmap bits are set, and asks the parent (zeros at the bottom of the
 // chain) for the rest and for unallocated blocks.
-func (l *layer) Map(runs []lay.Run, off, n int64) ([]lay.Run, error) {
+func (l *Layer) Map(runs []lay.Run, off, n int64) ([]lay.Run, error) {
 	if l.fixed() {
 		return appendRun(runs, lay.Run{Len: n, State: lay.Data, FileOff: off}), nil
 	}
@@ -108,7 +107,7 @@ func (l *layer) Map(runs []lay.Run, off, n int64) ([]lay.Run, error) {
 // Extent reports whether the block at off is allocated in this file (Data)
 // or not (Parent), and how far, up to n bytes, blocks stay in that state.
 // A fixed disk follows the holes of its file (see fixedExtent).
-func (l *layer) Extent(off, n int64) (lay.State, int64) {
+func (l *Layer) Extent(off, n int64) (lay.State, int64) {
 	if l.fixed() {
 		return l.fixedExtent(off, n)
 	}
@@ -127,7 +126,7 @@ func (l *layer) Extent(off, n int64) (lay.State, int64) {
 // Parent lists where to look for a differencing disk's parent, in policy
 // order (W2ru, W2ku, MacX, header name), each followed by its basename in
 // the child's directory when the recorded path may not lead there.
-func (l *layer) Parent() *lay.ParentRef {
+func (l *Layer) Parent() *lay.ParentRef {
 	if l.footer.DiskType != TypeDifferencing {
 		return nil
 	}
@@ -146,8 +145,8 @@ func (l *layer) Parent() *lay.ParentRef {
 
 // MatchParent accepts p when it is a VHD whose unique id is the one this
 // child records.
-func (l *layer) MatchParent(p lay.Layer) error {
-	pl, ok := p.(*layer)
+func (l *Layer) MatchParent(p lay.Layer) error {
+	pl, ok := p.(*Layer)
 	if !ok {
 		return &lay.MismatchError{Detail: "it is a " + p.Format() + " image; a VHD's parent must be a VHD"}
 	}
@@ -155,12 +154,4 @@ func (l *layer) MatchParent(p lay.Layer) error {
 		return &lay.MismatchError{Detail: fmt.Sprintf("unique id %s, want %s", pl.footer.UniqueID, l.hdr.ParentUniqueID)}
 	}
 	return nil
-}
-
-// overridePath makes a --parent path absolute.
-func overridePath(p string) string {
-	if abs, err := filepath.Abs(p); err == nil {
-		return abs
-	}
-	return p
 }

@@ -1,26 +1,16 @@
-package format
+package vhd
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/google/uuid"
+	lay "github.com/vhdmount/vhdmount/format/layer"
 )
-
-// File is what a layer is read from and written to. *os.File implements it.
-type File interface {
-	io.ReaderAt
-	io.WriterAt
-	Stat() (os.FileInfo, error)
-	Truncate(size int64) error
-	Sync() error
-	Close() error
-}
 
 // FooterSource says which copy of the footer an image was opened with.
 type FooterSource string
@@ -32,18 +22,30 @@ const (
 	FooterCopyAtZero FooterSource = "copy at offset 0"
 )
 
-// bitmap is the cached sector bitmap of one allocated block. It is immutable
-// once published; a write that changes bits publishes a new one.
+// bitmap is the cached sector bitmap of one allocated block. full and empty
+// never change once published. A write into a block whose bitmap has words
+// sets its bits in place, with atomic ORs, under the block's lock and after
+// the sectors they cover are written; bits are never cleared in place (a
+// discard publishes a new bitmap). Readers load words atomically.
 type bitmap struct {
-	full  bool   // every sector of the block is present in this file
-	empty bool   // no sector is present
-	bits  []byte // MSB-first, nil when full or empty
+	full  bool     // every sector of the block is present in this file
+	empty bool     // no sector is present
+	words []uint32 // nil when full or empty; see bitWord
 }
 
-// layer is one VHD file of a chain.
-type layer struct {
+// bitWord returns the word of a bitmap's words that holds sector s's bit,
+// and the bit. The words hold the on-disk bytes (MSB first: sector 0 is
+// 0x80 of byte 0) four to a word, big-endian: byte j is bits 31-8*(j%4)
+// down of word j/4, so sector s is bit 31-s%32 of word s/32.
+func bitWord(s int64) (int64, uint32) { return s / 32, 1 << (31 - s%32) }
+
+// Layer is one VHD file: fixed, dynamic or differencing. It implements
+// lay.Layer, lay.Extenter, lay.Writer and lay.AllocNotifier; the methods of
+// the operations that rewrite its structures (Discard, Resize, Relink,
+// Compact, commit's emptying) are its own.
+type Layer struct {
 	path     string
-	f        File
+	f        lay.File
 	readOnly bool
 	fileSize int64 // size of the file when opened
 
@@ -72,6 +74,7 @@ type layer struct {
 	dataEnd    int64        // guarded by mu: end of the last block or metadata area
 	dataLimit  atomic.Int64 // where the footer now sits: blocks must end before it
 	blockLocks [64]sync.Mutex
+	bmBufs     [64]*[SectorSize]byte // bmBufs[i]: scratch for bitmap writes, guarded by blockLocks[i]
 
 	// onAlloc, set by the chain, hears of each block allocated (its virtual range)
 	onAlloc func(off, n int64)
@@ -88,15 +91,29 @@ type interval struct {
 	what                string
 }
 
-func (l *layer) fixed() bool { return l.footer.DiskType == TypeFixed }
+func (l *Layer) fixed() bool { return l.footer.DiskType == TypeFixed }
 
-// openLayer parses one VHD file. It does not look for parents.
-func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error) {
+// Options control how Open reads a VHD file.
+type Options struct {
+	// ReadOnly: the layer is not written. Otherwise a damaged structure is
+	// refused (never write into a damaged image).
+	ReadOnly bool
+	// IgnoreChecksums accepts footers and headers whose checksum is wrong
+	// (for a read-only open that lets Check report them).
+	IgnoreChecksums bool
+}
+
+// Open parses the VHD file f at path (absolute). It does not look for a
+// parent: Parent says where to, MatchParent checks a candidate. The layer
+// owns f from then on: Close closes it.
+func Open(path string, f lay.File, o Options) (*Layer, error) {
+	readOnly := o.ReadOnly
+	opts := &o
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("vhd: %s: %w", path, err)
 	}
-	l := &layer{path: path, f: f, readOnly: readOnly, fileSize: fi.Size()}
+	l := &Layer{path: path, f: f, readOnly: readOnly, fileSize: fi.Size()}
 	if err := l.readFooter(opts.IgnoreChecksums); err != nil {
 		return nil, err
 	}
@@ -122,7 +139,7 @@ func openLayer(path string, f File, opts *Options, readOnly bool) (*layer, error
 	return l, nil
 }
 
-func (l *layer) readAtFull(b []byte, off int64, what string) error {
+func (l *Layer) readAtFull(b []byte, off int64, what string) error {
 	n, err := l.f.ReadAt(b, off)
 	if n == len(b) {
 		return nil
@@ -135,10 +152,7 @@ func (l *layer) readAtFull(b []byte, off int64, what string) error {
 
 // readFooter implements footer discovery: end of file, 511-byte short
 // footer, then the copy at offset 0 (dynamic and differencing only).
-func (l *layer) readFooter(ignoreChecksum bool) error {
-	if err := l.notVHDX(); err != nil {
-		return err
-	}
+func (l *Layer) readFooter(ignoreChecksum bool) error {
 	if l.fileSize < footerSize-1 {
 		return formatErr(l.path, 0, "footer", ErrNotVHD, "file is only %d bytes", l.fileSize)
 	}
@@ -180,25 +194,7 @@ func (l *layer) readFooter(ignoreChecksum bool) error {
 	return firstErr
 }
 
-// notVHDX refuses a VHDX image (file type identifier "vhdxfile" at 0) with
-// an error saying so, until VHDX is read.
-func (l *layer) notVHDX() error {
-	var b [8]byte
-	if n, _ := l.f.ReadAt(b[:], 0); n == len(b) && string(b[:]) == "vhdxfile" {
-		return &vhdxError{l.path}
-	}
-	return nil
-}
-
-// vhdxError says a file is a VHDX image; it wraps ErrUnsupported.
-type vhdxError struct{ path string }
-
-func (e *vhdxError) Error() string {
-	return "vhd: " + e.path + " is a VHDX image; VHDX is not supported yet"
-}
-func (e *vhdxError) Unwrap() error { return ErrUnsupported }
-
-func (l *layer) readHeader(ignoreChecksum bool) error {
+func (l *Layer) readHeader(ignoreChecksum bool) error {
 	p := l.path
 	do := l.footer.DataOffset
 	if do < footerSize || do > uint64(l.footerOff) || do+headerSize > uint64(l.footerOff) {
@@ -291,7 +287,7 @@ func (l *layer) readHeader(ignoreChecksum bool) error {
 }
 
 // readBatmap looks for a blktap "tdbatmap" header right after the BAT.
-func (l *layer) readBatmap(off int64) {
+func (l *Layer) readBatmap(off int64) {
 	if off+SectorSize > l.footerOff {
 		return
 	}
@@ -311,7 +307,7 @@ func (l *layer) readBatmap(off int64) {
 // blockOffset validates BAT entry e of block blk and returns the absolute
 // offset of the block's bitmap. Entries that would read past the end of the
 // data area or over metadata are errors, never zeros.
-func (l *layer) blockOffset(blk int64, e uint32) (int64, error) {
+func (l *Layer) blockOffset(blk int64, e uint32) (int64, error) {
 	start := int64(e) * SectorSize
 	need := l.blockSize
 	if rest := l.size - blk*l.blockSize; rest < need {
@@ -333,7 +329,7 @@ func (l *layer) blockOffset(blk int64, e uint32) (int64, error) {
 
 // block validates allocated block blk's BAT entry e and returns the offset
 // of its bitmap and the bitmap itself.
-func (l *layer) block(blk int64, e uint32) (int64, *bitmap, error) {
+func (l *Layer) block(blk int64, e uint32) (int64, *bitmap, error) {
 	start, err := l.blockOffset(blk, e)
 	if err != nil {
 		return 0, nil, err
@@ -347,7 +343,7 @@ func (l *layer) block(blk int64, e uint32) (int64, *bitmap, error) {
 
 // loadBitmap returns the cached bitmap of allocated block blk, reading it on
 // first use.
-func (l *layer) loadBitmap(blk int64, start int64) (*bitmap, error) {
+func (l *Layer) loadBitmap(blk int64, start int64) (*bitmap, error) {
 	if bm := l.bitmaps[blk].Load(); bm != nil {
 		return bm, nil
 	}
@@ -364,7 +360,7 @@ func (l *layer) loadBitmap(blk int64, start int64) (*bitmap, error) {
 	return l.bitmaps[blk].Load(), nil
 }
 
-// newBitmap classifies the first nsec bits of raw.
+// newBitmap classifies the first nsec bits of raw (the on-disk bytes).
 func newBitmap(raw []byte, nsec int64) *bitmap {
 	full, empty := true, true
 	whole := nsec / 8
@@ -389,7 +385,14 @@ func newBitmap(raw []byte, nsec int64) *bitmap {
 	if full || empty {
 		return &bitmap{full: full, empty: empty}
 	}
-	return &bitmap{bits: raw}
+	words := make([]uint32, (nsec+31)/32)
+	for j, c := range raw[:(nsec+7)/8] {
+		words[j/4] |= uint32(c) << (24 - 8*(j%4))
+	}
+	if rem := nsec % 32; rem != 0 { // bits past the block's sectors stay clear
+		words[len(words)-1] &^= 1<<(32-rem) - 1
+	}
+	return &bitmap{words: words}
 }
 
 // has reports whether sector s of the block is present in this file.
@@ -400,7 +403,8 @@ func (b *bitmap) has(s int64) bool {
 	if b.empty {
 		return false
 	}
-	return b.bits[s/8]&(0x80>>(s%8)) != 0
+	w, bit := bitWord(s)
+	return atomic.LoadUint32(&b.words[w])&bit != 0
 }
 
 // run returns the end (exclusive) of the run of sectors starting at s, up to
@@ -412,11 +416,11 @@ func (b *bitmap) run(s, limit int64) int64 {
 	v := b.has(s)
 	e := s + 1
 	for e < limit {
-		// Skip whole bytes when possible.
-		if e%8 == 0 && e+8 <= limit {
-			c := b.bits[e/8]
-			if (v && c == 0xFF) || (!v && c == 0) {
-				e += 8
+		// Skip whole words when possible.
+		if e%32 == 0 && e+32 <= limit {
+			c := atomic.LoadUint32(&b.words[e/32])
+			if (v && c == ^uint32(0)) || (!v && c == 0) {
+				e += 32
 				continue
 			}
 		}
@@ -428,6 +432,23 @@ func (b *bitmap) run(s, limit int64) int64 {
 	return e
 }
 
-func (l *layer) entry(blk int64) uint32 { return atomic.LoadUint32(&l.bat[blk]) }
+// bytesTo writes the on-disk bytes [lo, hi) of the bitmap into out, which
+// holds hi-lo bytes.
+func (b *bitmap) bytesTo(out []byte, lo, hi int64) {
+	switch {
+	case b.full:
+		for i := range out[:hi-lo] {
+			out[i] = 0xFF
+		}
+	case b.empty:
+		clear(out[:hi-lo])
+	default:
+		for j := lo; j < hi; j++ {
+			out[j-lo] = byte(atomic.LoadUint32(&b.words[j/4]) >> (24 - 8*(j%4)))
+		}
+	}
+}
+
+func (l *Layer) entry(blk int64) uint32 { return atomic.LoadUint32(&l.bat[blk]) }
 
 func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }

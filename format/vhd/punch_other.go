@@ -1,6 +1,6 @@
 //go:build !linux
 
-package format
+package vhd
 
 import "os"
 
