@@ -247,7 +247,7 @@ func refuseVHDX(opts *Options, path, what string) error {
 	defer f.Close()
 	var b [8]byte
 	if n, _ := f.ReadAt(b[:], 0); n == len(b) && string(b[:]) == "vhdxfile" {
-		return fmt.Errorf("vhd: %s: %w: %s is not supported for VHDX yet (VHDX images are read-only here)", path, ErrUnsupported, what)
+		return fmt.Errorf("vhd: %s: %w: %s is not supported for VHDX yet", path, ErrUnsupported, what)
 	}
 	return nil
 }

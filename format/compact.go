@@ -48,10 +48,10 @@ func Compact(path string, o CompactOptions) (res CompactResult, err error) {
 		*opts = *o.Open
 	}
 	opts.ReadOnly, opts.IgnoreChecksums = false, false
-	d, err := Open(path, opts)
-	if errors.Is(err, ErrFormatReadOnly) {
-		return res, fmt.Errorf("vhd: %s: %w", path, &kindOf{"compacting VHDX images is not supported yet", ErrUnsupported})
+	if err := refuseVHDX(opts, path, "compact"); err != nil {
+		return res, err
 	}
+	d, err := Open(path, opts)
 	if err != nil {
 		return res, err
 	}

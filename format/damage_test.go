@@ -198,18 +198,6 @@ func TestNotVHDNoBytes(t *testing.T) {
 	}
 }
 
-// TestVHDXRefused: a VHDX image is refused for writing as such (VHDX is
-// read-only for now), before any of it is parsed.
-func TestVHDXRefused(t *testing.T) {
-	b := make([]byte, 1<<20)
-	copy(b, "vhdxfile")
-	fsys := memFS{"/d.vhdx": newMemFile("/d.vhdx", b)}
-	_, err := Open("/d.vhdx", fsys.opts())
-	if !errors.Is(err, ErrFormatReadOnly) || !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "/d.vhdx: writing VHDX images is not supported yet; open it read-only") {
-		t.Fatalf("error %v; want ErrFormatReadOnly naming the file", err)
-	}
-}
-
 // TestNewBlockPastLocatorClaim: a locator whose reserved space runs past the
 // end of the file still keeps new blocks out of that space.
 func TestNewBlockPastLocatorClaim(t *testing.T) {

@@ -116,10 +116,7 @@ func Open(path string, opts *Options) (*Disk, error) {
 func openAny(path string, f File, opts *Options, ro bool) (lay.Layer, error) {
 	var sig [8]byte
 	if n, _ := f.ReadAt(sig[:], 0); vhdx.Probe(sig[:n]) {
-		if !ro {
-			return nil, fmt.Errorf("vhd: %s: %w; open it read-only (--ro)", path, ErrFormatReadOnly)
-		}
-		l, err := vhdx.Open(path, f, vhdx.Options{ReadOnly: true})
+		l, err := vhdx.Open(path, f, vhdx.Options{ReadOnly: ro})
 		if err != nil {
 			return nil, vhdxErr{err}
 		}

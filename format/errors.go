@@ -37,9 +37,6 @@ var (
 	ErrLocked = errors.New("vhd: image in use")
 	// ErrReadOnly is returned by WriteAt on a disk opened read-only.
 	ErrReadOnly = vhd.ErrReadOnly
-	// ErrFormatReadOnly means the image is of a format this package reads
-	// but does not write yet (VHDX): open it read-only.
-	ErrFormatReadOnly error = &kindOf{"writing VHDX images is not supported yet", ErrUnsupported}
 	// ErrOutOfRange means an offset or length outside the virtual disk.
 	ErrOutOfRange = vhd.ErrOutOfRange
 )

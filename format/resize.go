@@ -1,8 +1,6 @@
 package format
 
 import (
-	"errors"
-	"fmt"
 )
 
 // ResizeOptions control Resize.
@@ -42,10 +40,10 @@ func Resize(path string, size int64, o ResizeOptions) (old int64, err error) {
 		*opts = *o.Open
 	}
 	opts.ReadOnly, opts.IgnoreChecksums = false, false
-	d, err := Open(path, opts)
-	if errors.Is(err, ErrFormatReadOnly) {
-		return 0, fmt.Errorf("vhd: %s: %w", path, &kindOf{"resizing VHDX images is not supported yet", ErrUnsupported})
+	if err := refuseVHDX(opts, path, "resize"); err != nil {
+		return 0, err
 	}
+	d, err := Open(path, opts)
 	if err != nil {
 		return 0, err
 	}

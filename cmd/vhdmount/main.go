@@ -239,11 +239,6 @@ func mount(c *config, rep *reporter) (*watchedDisk, *fuse.Server, error) {
 	}
 	opts := &format.Options{ReadOnly: ro, Parent: c.parent, IgnoreChecksums: c.ignoreChecksums}
 	d, err := format.Open(image, opts)
-	if errors.Is(err, format.ErrFormatReadOnly) {
-		rep.Printf("%s: writing VHDX images is not supported yet: mounting read-only", image)
-		ro, opts.ReadOnly = true, true
-		d, err = format.Open(image, opts)
-	}
 	// umount returns before the previous server has synced and closed the
 	// image: give a server that is shutting down a moment to let go. A live
 	// mount will not let go: name it and fail at once.
