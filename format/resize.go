@@ -1,7 +1,6 @@
 package format
 
-import (
-)
+import ()
 
 // ResizeOptions control Resize.
 type ResizeOptions struct {
