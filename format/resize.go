@@ -1,7 +1,5 @@
 package format
 
-import ()
-
 // ResizeOptions control Resize.
 type ResizeOptions struct {
 	// Shrink allows a size smaller than the current one; it is refused
