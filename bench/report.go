@@ -156,6 +156,8 @@ var targets = []struct {
 	{"seqwrite-1M-new-vhdx", "vhdmount-vhdx", "vhdmount-vhd", 0.9, "#10"},
 	{"seqwrite-1M-new-vhdx", "vhdmount-vhdx-32M", "vhdmount-vhd", 0, ""},
 	{"seqread-1M-cold-avhdx-chain4", "vhdmount-avhdx-chain4", "vhdmount-vhdx", 0.8, "#9"},
+	{"seqread-1M-cold-avhdx-chain4", "vhdmount-chain4", "vhdmount", 0, ""},
+	{"seqread-1M-cold-avhdx-chain4", "vhdmount-avhdx-chain4", "vhdmount-chain4", 0, ""},
 }
 
 // limits are absolute goals on medians.
