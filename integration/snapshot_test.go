@@ -22,7 +22,7 @@ import (
 func readOnlyCopy(t *testing.T) string {
 	t.Helper()
 	src := corpusImage(t, "real/dfvfs/ext2.vhd")
-	dir, ro := tempDir(t), tempDir(t)
+	dir := tempDir(t)
 	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
@@ -30,10 +30,18 @@ func readOnlyCopy(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(dir, "base.vhd"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return readOnlyView(t, dir, "base.vhd")
+}
+
+// readOnlyView bind-mounts dir read-only at a new directory, so even root
+// cannot write it (EROFS), and returns the path of dir's file name there.
+func readOnlyView(t *testing.T, dir, name string) string {
+	t.Helper()
+	ro := tempDir(t)
 	mustRun(t, "mount", "--bind", dir, ro)
 	t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
 	mustRun(t, "mount", "-o", "remount,ro,bind", ro)
-	img := filepath.Join(ro, "base.vhd")
+	img := filepath.Join(ro, name)
 	if f, err := os.OpenFile(img, os.O_RDWR, 0); err == nil {
 		f.Close()
 		t.Fatalf("%s is writable through the read-only bind mount", img)
