@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -130,7 +131,8 @@ func TestVHDXFilesystemRoundTrip(t *testing.T) {
 
 			checkClean(t, img)
 			ours := flatView(t, img)
-			if parent == "" {
+			// qemu reads neither children nor 4096-byte sectors.
+			if parent == "" && !strings.Contains(s.name, "4096") {
 				mustRun(t, "qemu-img", "check", "-q", "-f", "vhdx", img)
 				if !bytes.Equal(qemuVHDXView(t, img), ours) {
 					t.Error("qemu-img reads different bytes")
