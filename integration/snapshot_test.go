@@ -238,7 +238,7 @@ func TestSnapshotKilledServer(t *testing.T) {
 }
 
 // TestSnapshotMountHelper: `mount -t fuse.vhdmount IMAGE DIR -o snapshot` and
-// `-o overlay=CHILD`, as fstab lines give them.
+// `-o overlay=CHILD`, as fstab lines give them, over a VHD and a VHDX.
 func TestSnapshotMountHelper(t *testing.T) {
 	requireMount(t)
 	_, err := exec.LookPath("mount.fuse3")
@@ -252,9 +252,19 @@ func TestSnapshotMountHelper(t *testing.T) {
 		}
 		t.Cleanup(func() { os.Remove(installed) })
 	}
-	img := readOnlyCopy(t)
+	t.Run("vhd", func(t *testing.T) { mountHelperOverlays(t, readOnlyCopy(t), "c.vhd") })
+	t.Run("vhdx", func(t *testing.T) {
+		img, _ := readOnlyVHDX(t)
+		mountHelperOverlays(t, img, "c.avhdx")
+	})
+}
+
+// mountHelperOverlays mounts a snapshot of img and an overlay named
+// childName with mount -t fuse.vhdmount, writes through each, and checks the
+// snapshot child is gone, the overlay checks clean, and img is unchanged.
+func mountHelperOverlays(t *testing.T, img, childName string) {
 	sum, _ := sha256File(t, img)
-	child := filepath.Join(tempDir(t), "c.vhd")
+	child := filepath.Join(tempDir(t), childName)
 	for _, opt := range []string{"snapshot", "overlay=" + child} {
 		dir := tempDir(t)
 		mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "nofail,"+opt)
@@ -274,6 +284,10 @@ func TestSnapshotMountHelper(t *testing.T) {
 			t.Errorf("overlay mount source %q, want %q", source, child)
 		} else {
 			checkClean(t, child)
+			b, err := os.ReadFile(child)
+			if isVHDX := bytes.HasPrefix(b, []byte("vhdxfile")); err != nil || isVHDX != strings.HasSuffix(childName, ".avhdx") {
+				t.Errorf("overlay %s: VHDX %v (%v)", child, isVHDX, err)
+			}
 		}
 	}
 	if s, _ := sha256File(t, img); s != sum {
