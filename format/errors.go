@@ -80,12 +80,3 @@ func (e *ParentError) Error() string {
 
 // Unwrap returns ErrParentNotFound or ErrParentMismatch.
 func (e *ParentError) Unwrap() error { return e.Err }
-
-// kindOf is a sentinel that is a kind of another one: errors.Is finds both.
-type kindOf struct {
-	msg string
-	of  error
-}
-
-func (e *kindOf) Error() string { return e.msg }
-func (e *kindOf) Unwrap() error { return e.of }

@@ -22,7 +22,7 @@ import (
 func readOnlyCopy(t *testing.T) string {
 	t.Helper()
 	src := corpusImage(t, "real/dfvfs/ext2.vhd")
-	dir, ro := tempDir(t), tempDir(t)
+	dir := tempDir(t)
 	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
@@ -30,10 +30,18 @@ func readOnlyCopy(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(dir, "base.vhd"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return readOnlyView(t, dir, "base.vhd")
+}
+
+// readOnlyView bind-mounts dir read-only at a new directory, so even root
+// cannot write it (EROFS), and returns the path of dir's file name there.
+func readOnlyView(t *testing.T, dir, name string) string {
+	t.Helper()
+	ro := tempDir(t)
 	mustRun(t, "mount", "--bind", dir, ro)
 	t.Cleanup(func() { syscall.Unmount(ro, syscall.MNT_DETACH) })
 	mustRun(t, "mount", "-o", "remount,ro,bind", ro)
-	img := filepath.Join(ro, "base.vhd")
+	img := filepath.Join(ro, name)
 	if f, err := os.OpenFile(img, os.O_RDWR, 0); err == nil {
 		f.Close()
 		t.Fatalf("%s is writable through the read-only bind mount", img)
@@ -230,7 +238,7 @@ func TestSnapshotKilledServer(t *testing.T) {
 }
 
 // TestSnapshotMountHelper: `mount -t fuse.vhdmount IMAGE DIR -o snapshot` and
-// `-o overlay=CHILD`, as fstab lines give them.
+// `-o overlay=CHILD`, as fstab lines give them, over a VHD and a VHDX.
 func TestSnapshotMountHelper(t *testing.T) {
 	requireMount(t)
 	_, err := exec.LookPath("mount.fuse3")
@@ -244,9 +252,19 @@ func TestSnapshotMountHelper(t *testing.T) {
 		}
 		t.Cleanup(func() { os.Remove(installed) })
 	}
-	img := readOnlyCopy(t)
+	t.Run("vhd", func(t *testing.T) { mountHelperOverlays(t, readOnlyCopy(t), "c.vhd") })
+	t.Run("vhdx", func(t *testing.T) {
+		img, _ := readOnlyVHDX(t)
+		mountHelperOverlays(t, img, "c.avhdx")
+	})
+}
+
+// mountHelperOverlays mounts a snapshot of img and an overlay named
+// childName with mount -t fuse.vhdmount, writes through each, and checks the
+// snapshot child is gone, the overlay checks clean, and img is unchanged.
+func mountHelperOverlays(t *testing.T, img, childName string) {
 	sum, _ := sha256File(t, img)
-	child := filepath.Join(tempDir(t), "c.vhd")
+	child := filepath.Join(tempDir(t), childName)
 	for _, opt := range []string{"snapshot", "overlay=" + child} {
 		dir := tempDir(t)
 		mustRun(t, "mount", "-t", "fuse.vhdmount", img, dir, "-o", "nofail,"+opt)
@@ -266,6 +284,10 @@ func TestSnapshotMountHelper(t *testing.T) {
 			t.Errorf("overlay mount source %q, want %q", source, child)
 		} else {
 			checkClean(t, child)
+			b, err := os.ReadFile(child)
+			if isVHDX := bytes.HasPrefix(b, []byte("vhdxfile")); err != nil || isVHDX != strings.HasSuffix(childName, ".avhdx") {
+				t.Errorf("overlay %s: VHDX %v (%v)", child, isVHDX, err)
+			}
 		}
 	}
 	if s, _ := sha256File(t, img); s != sum {

@@ -61,7 +61,7 @@ func TestSpaceCommandsRefuseVHDX(t *testing.T) {
 	}
 	before, _ := os.ReadFile(img)
 	for _, args := range [][]string{{"resize", img, "128M"}, {"compact", img}} {
-		if code, _, e := runVHD(args...); code != 1 || !strings.Contains(e, "VHDX images is not supported yet") {
+		if code, _, e := runVHD(args...); code != 1 || !strings.Contains(e, "is not supported for VHDX yet") {
 			t.Errorf("%v: exit %d, %q", args, code, e)
 		}
 	}

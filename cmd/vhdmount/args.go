@@ -44,9 +44,10 @@ Options (also accepted as -o opt1,opt2,... anywhere on the line):
                            use PATH as IMAGE's parent instead of its locators
   --overlay CHILD, --overlay=CHILD, -o overlay=CHILD
                            mount read-write the differencing disk CHILD
-                           over IMAGE, created (with IMAGE's block size)
-                           unless it is already a child of IMAGE; writes go
-                           to CHILD, IMAGE and its parents are only read
+                           over IMAGE, created (with IMAGE's format and
+                           block size: an .avhdx over a VHDX) unless it is
+                           already a child of IMAGE; writes go to CHILD,
+                           IMAGE and its parents are only read
   --snapshot, -o snapshot  the same with a temporary child, removed when
                            the mount ends; works on an image you cannot
                            write ($TMPDIR/vhdmount-snapshots-UID, default

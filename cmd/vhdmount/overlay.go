@@ -44,14 +44,14 @@ func prepareOverlay(c *config, rep *reporter) (*overlayChild, error) {
 	if c.snapshot {
 		what = "--snapshot"
 	}
-	if isVHDX(c.image) {
-		return nil, fmt.Errorf("%s: %s is not supported for VHDX yet (VHDX images are read-only here; mount it with --ro)", c.image, what)
-	}
 	if fi, err := os.Stat(c.image); err != nil {
 		return nil, fmt.Errorf("%s: %v", c.image, errors.Unwrap(err))
 	} else if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", c.image)
 	}
+	// The child has IMAGE's format: [MS-VHDX] allows only a VHDX parent for
+	// a VHDX, and a VHD's parent must be a VHD.
+	imgVHDX := isVHDX(c.image)
 	o := &overlayChild{}
 	if c.snapshot {
 		dir, err := snapshotDir()
@@ -59,7 +59,11 @@ func prepareOverlay(c *config, rep *reporter) (*overlayChild, error) {
 			return nil, err
 		}
 		cleanStaleSnapshots(dir, rep)
-		if err := o.takeLock(dir); err != nil {
+		ext := ".vhd"
+		if imgVHDX {
+			ext = ".avhdx"
+		}
+		if err := o.takeLock(dir, ext); err != nil {
 			return nil, err
 		}
 		o.temp = true
@@ -70,22 +74,55 @@ func prepareOverlay(c *config, rep *reporter) (*overlayChild, error) {
 		}
 		o.path = abs
 		if _, err := os.Lstat(abs); err == nil {
-			if isVHDX(abs) {
-				return nil, fmt.Errorf("%s: --overlay with a VHDX child is not supported for VHDX yet", abs)
+			switch childVHDX := isVHDX(abs); {
+			case imgVHDX && !childVHDX:
+				return nil, fmt.Errorf("%s is not a VHDX image, so it cannot be an overlay of the VHDX %s (a VHD cannot have a VHDX parent); give a new or existing .avhdx overlay", abs, c.image)
+			case !imgVHDX && childVHDX:
+				return nil, fmt.Errorf("%s is a VHDX image, so it cannot be an overlay of %s, which is not a VHDX (a VHDX child cannot have a VHD parent); give a new or existing .vhd overlay", abs, c.image)
 			}
 			c.child = abs // mount() checks that its parent is IMAGE
 			return o, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("overlay %s: %v", c.overlay, errors.Unwrap(err))
 		}
+		if err := checkChildName(abs, c.image, imgVHDX); err != nil {
+			return nil, err
+		}
 	}
-	if err := format.Create(o.path, format.CreateOptions{Parent: c.image}); err != nil {
+	var err error
+	if imgVHDX {
+		var parent string
+		if parent, err = filepath.Abs(c.image); err == nil {
+			err = vhdx.Create(o.path, vhdx.CreateOptions{Parent: parent})
+		}
+	} else {
+		err = format.Create(o.path, format.CreateOptions{Parent: c.image})
+	}
+	if err != nil {
 		o.done(false, rep)
-		return nil, fmt.Errorf("creating the %s child %s: %s", strings.TrimPrefix(what, "--"), o.path, strings.TrimPrefix(err.Error(), "vhd: "))
+		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "vhd: "), "vhdx: ")
+		return nil, fmt.Errorf("creating the %s child %s: %s", strings.TrimPrefix(what, "--"), o.path, msg)
 	}
 	o.created = true
 	c.child = o.path
 	return o, nil
+}
+
+// checkChildName refuses a new overlay child whose name says the other
+// format than IMAGE's: the child is made in IMAGE's format, and a name that
+// contradicts it would mislead every tool that goes by the name.
+func checkChildName(child, image string, imgVHDX bool) error {
+	switch strings.ToLower(filepath.Ext(child)) {
+	case ".vhd", ".avhd":
+		if imgVHDX {
+			return fmt.Errorf("overlay %s: a VHD cannot have a VHDX parent, and %s is a VHDX; name the overlay *.avhdx (or *.vhdx)", child, image)
+		}
+	case ".vhdx", ".avhdx":
+		if !imgVHDX {
+			return fmt.Errorf("overlay %s: a VHDX child cannot have a VHD parent, and %s is not a VHDX; name the overlay *.vhd (or *.avhd)", child, image)
+		}
+	}
+	return nil
 }
 
 // checkOverlayParent verifies that the chain opened for an overlay has IMAGE
@@ -147,8 +184,9 @@ func snapshotDir() (string, error) {
 }
 
 // takeLock creates and locks this server's snapshot lock in dir and names
-// the child after it: snapshot-PID-RANDOM.{lock,vhd}.
-func (o *overlayChild) takeLock(dir string) error {
+// the child after it: snapshot-PID-RANDOM.lock, and the child
+// snapshot-PID-RANDOM followed by ext (.vhd, or .avhdx for a VHDX image).
+func (o *overlayChild) takeLock(dir, ext string) error {
 	for range 10 {
 		var rnd [4]byte
 		rand.Read(rnd[:])
@@ -173,7 +211,7 @@ func (o *overlayChild) takeLock(dir string) error {
 			f.Close()
 			continue
 		}
-		o.lock, o.lockPath, o.path = f, lockPath, filepath.Join(dir, name+".vhd")
+		o.lock, o.lockPath, o.path = f, lockPath, filepath.Join(dir, name+ext)
 		return nil
 	}
 	return fmt.Errorf("snapshot lock: no free name in %s", dir)
@@ -193,7 +231,7 @@ func cleanStaleSnapshots(dir string, rep *reporter) {
 		}
 		stem, isLock := strings.CutSuffix(name, ".lock")
 		if !isLock {
-			stem, ok := strings.CutSuffix(name, ".vhd")
+			stem, ok := cutChildExt(name)
 			if !ok {
 				continue
 			}
@@ -209,18 +247,35 @@ func cleanStaleSnapshots(dir string, rep *reporter) {
 			continue
 		}
 		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			removeStale(filepath.Join(dir, stem+".vhd"), rep)
+			for _, ext := range snapshotExts {
+				removeStale(filepath.Join(dir, stem+ext), rep)
+			}
 			removeStale(filepath.Join(dir, name), rep)
 		}
 		f.Close()
 	}
 }
 
+// snapshotExts are the extensions of snapshot children: a VHD image's
+// child is a .vhd, a VHDX image's an .avhdx.
+var snapshotExts = []string{".vhd", ".avhdx"}
+
+// cutChildExt returns name without its snapshot child extension, and
+// whether it had one.
+func cutChildExt(name string) (string, bool) {
+	for _, ext := range snapshotExts {
+		if stem, ok := strings.CutSuffix(name, ext); ok {
+			return stem, true
+		}
+	}
+	return name, false
+}
+
 func removeStale(path string, rep *reporter) {
 	err := os.Remove(path)
 	switch {
 	case err == nil:
-		if strings.HasSuffix(path, ".vhd") {
+		if _, ok := cutChildExt(path); ok {
 			rep.Note("removed %s, the snapshot of a vhdmount server that is gone", path)
 		}
 	case !errors.Is(err, os.ErrNotExist):

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
+	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +12,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/format/vhd"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // TestCleanStaleSnapshots: a child whose lock is free, or that has no lock
@@ -22,16 +29,19 @@ func TestCleanStaleSnapshots(t *testing.T) {
 		}
 	}
 	for _, n := range []string{"snapshot-1-aa.vhd", "snapshot-1-aa.lock", "snapshot-2-bb.vhd", "snapshot-3-cc.lock",
-		"snapshot-4-dd.vhd", "snapshot-4-dd.lock", "other.vhd", "snapshot-5-ee.txt"} {
+		"snapshot-4-dd.vhd", "snapshot-4-dd.lock", "other.vhd", "snapshot-5-ee.txt",
+		"snapshot-6-ff.avhdx", "snapshot-6-ff.lock", "snapshot-7-aa.avhdx", "snapshot-8-bb.avhdx", "snapshot-8-bb.lock"} {
 		touch(n)
 	}
-	live, err := os.Open(filepath.Join(dir, "snapshot-4-dd.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer live.Close()
-	if err := syscall.Flock(int(live.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		t.Fatal(err)
+	for _, n := range []string{"snapshot-4-dd.lock", "snapshot-8-bb.lock"} {
+		live, err := os.Open(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Close()
+		if err := syscall.Flock(int(live.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cleanStaleSnapshots(dir, newReporter(io.Discard))
 	ents, _ := os.ReadDir(dir)
@@ -39,7 +49,7 @@ func TestCleanStaleSnapshots(t *testing.T) {
 	for _, e := range ents {
 		left = append(left, e.Name())
 	}
-	want := []string{"other.vhd", "snapshot-4-dd.lock", "snapshot-4-dd.vhd", "snapshot-5-ee.txt"}
+	want := []string{"other.vhd", "snapshot-4-dd.lock", "snapshot-4-dd.vhd", "snapshot-5-ee.txt", "snapshot-8-bb.avhdx", "snapshot-8-bb.lock"}
 	if !slices.Equal(left, want) {
 		t.Errorf("left %v, want %v", left, want)
 	}
@@ -48,13 +58,19 @@ func TestCleanStaleSnapshots(t *testing.T) {
 // TestSnapshotLock: the lock is taken at once, names the child after the
 // pid, and a cleaner does not remove a live server's files.
 func TestSnapshotLock(t *testing.T) {
+	for _, ext := range []string{".vhd", ".avhdx"} {
+		t.Run(ext, func(t *testing.T) { testSnapshotLock(t, ext) })
+	}
+}
+
+func testSnapshotLock(t *testing.T, ext string) {
 	dir := t.TempDir()
 	o := overlayChild{temp: true}
-	if err := o.takeLock(dir); err != nil {
+	if err := o.takeLock(dir, ext); err != nil {
 		t.Fatal(err)
 	}
 	defer o.lock.Close()
-	if !strings.HasPrefix(filepath.Base(o.path), "snapshot-"+strconv.Itoa(os.Getpid())+"-") || !strings.HasSuffix(o.path, ".vhd") {
+	if !strings.HasPrefix(filepath.Base(o.path), "snapshot-"+strconv.Itoa(os.Getpid())+"-") || !strings.HasSuffix(o.path, ext) {
 		t.Errorf("child %s", o.path)
 	}
 	if err := os.WriteFile(o.path, []byte("child"), 0o600); err != nil {
@@ -94,22 +110,127 @@ func TestSnapshotDirChecks(t *testing.T) {
 	}
 }
 
-// TestOverlayRefusesVHDX: an overlay or a snapshot of a VHDX image is
-// refused before anything is created.
-func TestOverlayRefusesVHDX(t *testing.T) {
-	dir := t.TempDir()
+// mixedImages makes, in a new directory that is also TMPDIR, a VHD and a
+// VHDX of 8 MiB, a VHD child of the VHD and a VHDX child of the VHDX.
+func mixedImages(t *testing.T) (dir, vhdImg, vhdxImg, vhdChild, vhdxChild string) {
+	t.Helper()
+	dir = t.TempDir()
 	t.Setenv("TMPDIR", dir)
-	img := filepath.Join(dir, "disk.vhdx")
-	if err := os.WriteFile(img, append([]byte("vhdxfile"), make([]byte, 1<<16)...), 0o644); err != nil {
+	vhdImg, vhdxImg = filepath.Join(dir, "base.vhd"), filepath.Join(dir, "base.vhdx")
+	vhdChild, vhdxChild = filepath.Join(dir, "child.vhd"), filepath.Join(dir, "child.avhdx")
+	if err := format.Create(vhdImg, format.CreateOptions{Type: vhd.TypeDynamic, Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	child := filepath.Join(dir, "child.vhd")
-	for _, c := range []*config{{image: img, snapshot: true}, {image: img, overlay: child}} {
-		if _, err := prepareOverlay(c, newReporter(io.Discard)); err == nil || !strings.Contains(err.Error(), "not supported for VHDX yet") {
-			t.Errorf("%+v: %v", c, err)
+	if err := vhdx.Create(vhdxImg, vhdx.CreateOptions{Size: 8 << 20, BlockSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := format.Create(vhdChild, format.CreateOptions{Parent: vhdImg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := vhdx.Create(vhdxChild, vhdx.CreateOptions{Parent: vhdxImg}); err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+// dirState maps each file in dir to its content's sha256.
+func dirState(t *testing.T, dir string) map[string][32]byte {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][32]byte{}
+	for _, e := range ents {
+		if e.IsDir() {
+			out[e.Name()] = [32]byte{}
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = sha256.Sum256(b)
+	}
+	return out
+}
+
+// TestOverlayFormatMismatch: an overlay child of the other format than
+// IMAGE's is refused before anything is created or changed: a new child
+// named *.vhd over a VHDX, *.vhdx or *.avhdx over a VHD, and an existing
+// VHD child over a VHDX or VHDX child over a VHD.
+func TestOverlayFormatMismatch(t *testing.T) {
+	dir, vhdImg, vhdxImg, vhdChild, vhdxChild := mixedImages(t)
+	before := dirState(t, dir)
+	for _, tc := range []struct{ image, overlay, want string }{
+		{vhdxImg, filepath.Join(dir, "new.vhd"), "a VHD cannot have a VHDX parent"},
+		{vhdxImg, filepath.Join(dir, "new.AVHD"), "a VHD cannot have a VHDX parent"},
+		{vhdImg, filepath.Join(dir, "new.avhdx"), "a VHDX child cannot have a VHD parent"},
+		{vhdImg, filepath.Join(dir, "new.vhdx"), "a VHDX child cannot have a VHD parent"},
+		{vhdxImg, vhdChild, "a VHD cannot have a VHDX parent"},
+		{vhdImg, vhdxChild, "a VHDX child cannot have a VHD parent"},
+	} {
+		c := &config{image: tc.image, overlay: tc.overlay}
+		o, err := prepareOverlay(c, newReporter(io.Discard))
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.overlay) {
+			t.Errorf("overlay %s of %s: %v; want an error naming the overlay and saying %q", tc.overlay, tc.image, err, tc.want)
+		}
+		if o != nil || c.child != "" {
+			t.Errorf("overlay %s of %s: child set to %q", tc.overlay, tc.image, c.child)
 		}
 	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Errorf("files made: %v", ents)
+	if after := dirState(t, dir); !maps.Equal(before, after) {
+		t.Errorf("files changed: before %v, after %v", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
+	}
+}
+
+// TestOverlayVHDXChild: a new overlay or snapshot child of a VHDX image
+// (given by a relative path) is a VHDX differencing disk whose chain
+// resolves its parent to IMAGE itself, with IMAGE's block size; a name
+// without a format extension gets IMAGE's format; the snapshot child is an
+// .avhdx removed by done.
+func TestOverlayVHDXChild(t *testing.T) {
+	dir, _, vhdxImg, _, _ := mixedImages(t)
+	t.Chdir(dir)
+	for _, tc := range []struct {
+		c    *config
+		temp bool
+	}{
+		{&config{image: filepath.Base(vhdxImg), overlay: "over.avhdx"}, false},
+		{&config{image: filepath.Base(vhdxImg), overlay: "sub/../plain"}, false},
+		{&config{image: filepath.Base(vhdxImg), snapshot: true}, true},
+	} {
+		os.Mkdir("sub", 0o755)
+		o, err := prepareOverlay(tc.c, newReporter(io.Discard))
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.c, err)
+		}
+		if !o.created || o.temp != tc.temp || tc.c.child != o.path || !filepath.IsAbs(o.path) {
+			t.Errorf("%+v: overlay %+v", tc.c, o)
+		}
+		if tc.temp && (filepath.Dir(o.path) != filepath.Join(dir, "vhdmount-snapshots-"+strconv.Itoa(os.Getuid())) || !strings.HasSuffix(o.path, ".avhdx")) {
+			t.Errorf("snapshot child %s", o.path)
+		}
+		if !isVHDX(o.path) {
+			t.Errorf("%s is not a VHDX", o.path)
+		}
+		d, err := format.Open(o.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkOverlayParent(tc.c, d); err != nil {
+			t.Error(err)
+		}
+		ls := d.Layers()
+		if len(ls) != 2 || ls[1].Path != vhdxImg || ls[0].Format != "vhdx" || ls[0].BlockSize != 1<<20 {
+			t.Errorf("%s: chain %+v", o.path, ls)
+		}
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		o.done(true, newReporter(io.Discard))
+		if _, err := os.Stat(o.path); tc.temp != errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after done: %v", o.path, err)
+		}
 	}
 }
