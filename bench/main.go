@@ -45,8 +45,19 @@ type config struct {
 	verbose bool
 }
 
-// want reports whether workload name is selected by -only.
-func (c *config) want(name string) bool { return c.only == "" || strings.Contains(name, c.only) }
+// want reports whether workload name is selected by -only (a
+// comma-separated list of substrings, any of which selects).
+func (c *config) want(name string) bool {
+	if c.only == "" {
+		return true
+	}
+	for _, o := range strings.Split(c.only, ",") {
+		if o != "" && strings.Contains(name, o) {
+			return true
+		}
+	}
+	return false
+}
 
 func main() {
 	if len(os.Args) == 4 && os.Args[1] == "serve-raw" {
@@ -62,7 +73,7 @@ func main() {
 	flag.StringVar(&c.dir, "dir", "", "work directory for the inputs (default: a new one under /var/tmp)")
 	flag.StringVar(&c.out, "json", "bench.json", "where to write the JSON report")
 	flag.StringVar(&c.bin, "bin", "bin", "directory with the built vhd and vhdmount")
-	flag.StringVar(&c.only, "only", "", "run only the workloads whose name contains this (e.g. seqread, write, convert, open)")
+	flag.StringVar(&c.only, "only", "", "run only the workloads whose name contains this, or any of a comma-separated list (e.g. seqread, write, convert, open)")
 	flag.BoolVar(&c.verbose, "v", false, "print how long each run's setup, measurement and teardown took")
 	flag.Parse()
 	c.size, c.runtime = 1<<30, "2s"
@@ -142,6 +153,12 @@ func run(c *config) error {
 	convertVHDXWorkloads(c, in, peers, rep)
 	opens := []struct{ name, img string }{{"empty-2040GiB", in.empty2T}, {"chain4", in.chainTop}}
 	if err := vhdxWorkloads(c, in, peers, rep, &opens); err != nil {
+		return err
+	}
+	if err := vhdxWriteWorkloads(c, in, rep); err != nil {
+		return err
+	}
+	if err := avhdxChainWorkload(c, in, rep); err != nil {
 		return err
 	}
 	if err := openWorkloads(c, opens, rep); err != nil {

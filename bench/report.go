@@ -151,6 +151,13 @@ var targets = []struct {
 	{"seqread-1M-vhdx", "vhdmount-vhdx", "vhdimount-vhdx", 5, "#9"},
 	{"convert-raw-vhdx", "vhd-vhdx", "qemu-img-vhdx", 1, "#9"},
 	{"convert-vhdx", "vhd", "qemu-img", 1, "#10"},
+	{"randwrite-4k-direct-new-child-vhdx", "vhdmount-avhdx", "vhdmount-vhd-child", 0.7, "#10"},
+	{"randwrite-4k-direct-new-child-vhdx", "vhdmount-avhdx-32M", "vhdmount-vhd-child", 0, ""},
+	{"seqwrite-1M-new-vhdx", "vhdmount-vhdx", "vhdmount-vhd", 0.9, "#10"},
+	{"seqwrite-1M-new-vhdx", "vhdmount-vhdx-32M", "vhdmount-vhd", 0, ""},
+	{"seqread-1M-cold-avhdx-chain4", "vhdmount-avhdx-chain4", "vhdmount-vhdx", 0.8, "#9"},
+	{"seqread-1M-cold-avhdx-chain4", "vhdmount-chain4", "vhdmount", 0, ""},
+	{"seqread-1M-cold-avhdx-chain4", "vhdmount-avhdx-chain4", "vhdmount-chain4", 0, ""},
 }
 
 // limits are absolute goals on medians.
