@@ -26,8 +26,9 @@ type config struct {
 
 const usageText = `usage: vhdmount [options] IMAGE MOUNTPOINT
 
-Mounts the VHD IMAGE (fixed, dynamic, or differencing with its chain of
-parents) at MOUNTPOINT as a file, MOUNTPOINT/disk.raw, the whole virtual
+Mounts the VHD or VHDX IMAGE (fixed, dynamic, or differencing with its
+chain of parents: an AVHDX checkpoint chain too) read-write at MOUNTPOINT
+as a file, MOUNTPOINT/disk.raw, the whole virtual
 disk, and beside it one file per partition of the disk's MBR or GPT table,
 MOUNTPOINT/p1, p2... (read once at mount). Returns once the mount is live;
 the server runs in the background until 'umount MOUNTPOINT' (or
