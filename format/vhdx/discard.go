@@ -83,7 +83,7 @@ func (l *Layer) zeroFile(off, n int64, what thing) error {
 // data in a range (at block granularity).
 //
 // A whole payload block in the range, in a file that does not leave its
-// blocks allocated: its BAT entry becomes NOT_PRESENT (zeros in a file
+// blocks allocated (LeaveBlockAllocated, which a differencing file ignores): its BAT entry becomes NOT_PRESENT (zeros in a file
 // without a parent; the parent's view in a child, used where belowHasData
 // says the parent holds nothing) or, in a child over a parent holding data,
 // ZERO (reads zeros, never falls through); then the block's range of the
@@ -147,6 +147,9 @@ func (l *Layer) discardBlock(b, in, m int64, below io.ReaderAt, belowHasData fun
 	need := min(l.blockSize, l.size-b*l.blockSize)
 	whole := in == 0 && m == need
 	what := thing{"payload block", b}
+	// LeaveBlockAllocated (a fixed file) keeps every block; the spec has a
+	// differencing file ignore it.
+	keep := l.leaveAlloc && !l.hasParent
 	st := e & 7
 	switch st {
 	case stFullyPresent, stPartiallyPresent:
@@ -155,7 +158,7 @@ func (l *Layer) discardBlock(b, in, m int64, below io.ReaderAt, belowHasData fun
 			return err
 		}
 		switch {
-		case whole && !l.leaveAlloc:
+		case whole && !keep:
 			return l.dropBlock(b, idx, fo, need, l.hasParent && belowHasData(vo, m))
 		case st == stFullyPresent:
 			return l.zeroFile(fo+in, m, what)
@@ -166,7 +169,7 @@ func (l *Layer) discardBlock(b, in, m int64, below io.ReaderAt, belowHasData fun
 		if !l.hasParent || !belowHasData(vo, m) {
 			return nil // reads zeros already
 		}
-		if whole && !l.leaveAlloc {
+		if whole && !keep {
 			if err := l.setBAT(idx, stZero); err != nil {
 				return err
 			}
