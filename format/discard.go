@@ -2,6 +2,7 @@ package format
 
 import (
 	"fmt"
+	"io"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
 	"github.com/vhdmount/vhdmount/format/vhd"
@@ -38,15 +39,32 @@ type Puncher = vhd.Puncher
 // is punched; bits are cleared before the data they covered is punched. A
 // crash at any point leaves an image that opens, checks clean, and shows
 // each sector of the range either as it was or as zeros.
+//
+// A VHDX top layer follows the same contract with the format's own states
+// (format/vhdx Layer.Discard): whole blocks become NOT_PRESENT, or ZERO in a
+// child whose parents store data there, and are punched out of the file;
+// parts of blocks are zeroed in place, their whole pages punched.
 func (d *Disk) Discard(off, n int64) error {
-	l, err := d.vhdTop(d.layers[0].Path(), "discard")
-	if err != nil {
-		return err
+	dl, ok := d.w.(discarder)
+	if !ok {
+		switch {
+		case d.w != nil:
+			return fmt.Errorf("%s: discard: %w for %s", d.layers[0].Path(), ErrUnsupported, upper(d.layers[0].Format()))
+		case d.missing != nil:
+			return d.missing
+		}
+		return ErrReadOnly
 	}
 	if off < 0 || n < 0 || off > d.size || n > d.size-off {
 		return fmt.Errorf("%w: discard of %d bytes at %d on a disk of %d bytes", ErrOutOfRange, n, off, d.size)
 	}
-	return l.Discard(off, n, belowView{d}, d.belowHasData)
+	return dl.Discard(off, n, belowView{d}, d.belowHasData)
+}
+
+// discarder is a writable top layer that can discard a range (the VHD and
+// VHDX layers).
+type discarder interface {
+	Discard(off, n int64, below io.ReaderAt, belowHasData func(off, n int64) bool) error
 }
 
 // vhdTop returns the top layer for an operation (op) that writes VHD

@@ -10,3 +10,6 @@ func preallocate(f *os.File, off, n int64) error { return nil }
 // openReadNoBlock opens path read-only (the caller checked it is a regular
 // file).
 func openReadNoBlock(path string) (*os.File, error) { return os.Open(path) }
+
+// punchOS cannot punch holes portably.
+func punchOS(f *os.File, off, n int64) error { return errNoPunch }

@@ -157,7 +157,7 @@ func writeRandom(t *testing.T, rng *rand.Rand, path string, n int, below io.Read
 		if _, err := l.WriteAt(p, off, below); err != nil {
 			t.Fatalf("write %d bytes at %d: %v", len(p), off, err)
 		}
-		ws = append(ws, crashWrite{off, p})
+		ws = append(ws, crashWrite{off: off, p: p})
 	}
 	if err := l.Sync(); err != nil {
 		t.Fatal(err)

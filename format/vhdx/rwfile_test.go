@@ -15,13 +15,14 @@ import (
 // every write, truncate and sync, so that a test can rebuild the file as it
 // was after any prefix of them (a crash at that instant).
 type rwFile struct {
-	mu     sync.Mutex
-	size   int64
-	pages  map[int64][]byte
-	record bool
-	ops    []fileOp
-	tag    int // stamped on each recorded op (the test's write number)
-	syncs  int
+	mu      sync.Mutex
+	size    int64
+	pages   map[int64][]byte
+	record  bool
+	ops     []fileOp
+	tag     int // stamped on each recorded op (the test's write number)
+	syncs   int
+	punched int64
 }
 
 type fileOp struct {
@@ -73,7 +74,37 @@ func (f *rwFile) apply(o fileOp) {
 			}
 		}
 		f.size = o.off
+	case 'p': // punch: [off, off+len(data)) reads zeros, pages wholly in it are freed
+		end := o.off + int64(len(o.data))
+		for pos := o.off; pos < end; {
+			pg := pos / 4096
+			k := min(end, (pg+1)*4096) - pos
+			if k == 4096 {
+				delete(f.pages, pg)
+			} else if p := f.pages[pg]; p != nil {
+				clear(p[pos%4096 : pos%4096+k])
+			}
+			pos += k
+		}
 	}
+}
+
+// PunchHole deallocates [off, off+n), keeping the size (vhdx.Puncher).
+// punched counts the bytes.
+func (f *rwFile) PunchHole(off, n int64) error {
+	if off < 0 || n < 0 {
+		return errors.New("negative punch")
+	}
+	o := fileOp{kind: 'p', off: off, data: make([]byte, n)}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.apply(o)
+	f.punched += n
+	if f.record {
+		o.tag = f.tag
+		f.ops = append(f.ops, o)
+	}
+	return nil
 }
 
 func (f *rwFile) ReadAt(b []byte, off int64) (int, error) {

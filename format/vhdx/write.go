@@ -451,7 +451,7 @@ func (l *Layer) newPartial(b, idx, in int64, p []byte, below io.ReaderAt) error 
 	if err != nil {
 		return err
 	}
-	if err := l.writeFile(buf, fo+at, thing{"payload block", b}); err != nil {
+	if err := l.writeFresh(buf, fo+at, thing{"payload block", b}); err != nil {
 		return err
 	}
 	// The block's whole bitmap: bits left by an earlier, unpublished
@@ -488,7 +488,12 @@ func (l *Layer) writePartial(b, fo, in int64, p []byte, below io.ReaderAt) error
 		return err
 	}
 	ss := int64(l.lss)
-	s0, s1 := at/ss, (at+int64(len(buf)))/ss
+	return l.setBits(b, old, at/ss, (at+int64(len(buf)))/ss)
+}
+
+// setBits sets the bits of sectors [s0, s1) of PARTIALLY_PRESENT block b,
+// whose bits are old, in its chunk's sector bitmap block.
+func (l *Layer) setBits(b int64, old []byte, s0, s1 int64) error {
 	changed := false
 	for s := s0; s < s1 && !changed; s++ {
 		changed = !bit(old, s)
@@ -515,6 +520,32 @@ func (l *Layer) writePartial(b, fo, in int64, p []byte, below io.ReaderAt) error
 		return err
 	}
 	l.setBitmap(b, bm)
+	return nil
+}
+
+// writeFresh writes p at file offset off, into space newly allocated (it
+// reads zeros): the all-zero 4 KiB pages of the file in it are skipped, so
+// they stay holes.
+func (l *Layer) writeFresh(p []byte, off int64, what thing) error {
+	for len(p) > 0 {
+		k := min(int64(len(p)), (off+4096)&^4095-off)
+		if isZero(p[:k]) {
+			p, off = p[k:], off+k
+			continue
+		}
+		// A run of pages with data.
+		for k < int64(len(p)) {
+			j := min(int64(len(p)), k+4096)
+			if isZero(p[k:j]) {
+				break
+			}
+			k = j
+		}
+		if err := l.writeFile(p[:k], off, what); err != nil {
+			return err
+		}
+		p, off = p[k:], off+k
+	}
 	return nil
 }
 
