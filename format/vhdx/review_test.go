@@ -15,6 +15,12 @@ import (
 // of a single entry (sequence 1, its own tail) holding descs: the current
 // header names the log's GUID.
 func reviewLogImage(t *testing.T, descs []tDesc) []byte {
+	return reviewLogImageLast(t, 0, descs)
+}
+
+// reviewLogImageLast is reviewLogImage with the entry's LastFileOffset set
+// to last (0: the file's size).
+func reviewLogImageLast(t *testing.T, last int64, descs []tDesc) []byte {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(3, 4))
 	l := smallLayer(rng, false)
@@ -30,7 +36,10 @@ func reviewLogImage(t *testing.T, descs []tDesc) []byte {
 	logLen := int64(binary.LittleEndian.Uint32(h[68:]))
 	clear(img[logOff : logOff+logLen])
 	fe := int64(len(img))
-	copy(img[logOff:], tLogEntry(1, 0, guid, fe, fe, descs))
+	if last == 0 {
+		last = fe
+	}
+	copy(img[logOff:], tLogEntry(1, 0, guid, fe, last, descs))
 	return img
 }
 
@@ -111,5 +120,20 @@ func TestReviewUnorderedBATPublish(t *testing.T) {
 	}
 	if !bytes.Equal(got, data) && !bytes.Equal(got, make([]byte, 4096)) {
 		t.Fatal("the sector reads neither the old nor the new data")
+	}
+}
+
+// TestReviewReplayHugeLastFileOffset: a log entry whose LastFileOffset is
+// 512 TiB, with one harmless descriptor, makes a read-write open extend an
+// 8 MiB file to 512 TiB (sparse, or ENOSPC/EFBIG part way on a real
+// filesystem). Nothing the replayed structures reference lies past 8 MiB.
+func TestReviewReplayHugeLastFileOffset(t *testing.T) {
+	const last = int64(1) << 49
+	zero := tDesc{zero: true, fileOff: 7 << 20, zeroLen: 4096} // inside the file, past every structure
+	img := reviewLogImageLast(t, last, []tDesc{zero})
+	f := newRWFile(img)
+	_, err := vhdx.Open("/r/last.vhdx", f, vhdx.Options{})
+	if err == nil && f.size > int64(len(img)) {
+		t.Fatalf("read-write open extended the file from %d to %d bytes for the log's LastFileOffset; want a bound (refuse, or extend only as far as the replayed structures need)", len(img), f.size)
 	}
 }
