@@ -137,3 +137,93 @@ func TestReviewReplayHugeLastFileOffset(t *testing.T) {
 		t.Fatalf("read-write open extended the file from %d to %d bytes for the log's LastFileOffset; want a bound (refuse, or extend only as far as the replayed structures need)", len(img), f.size)
 	}
 }
+
+// TestReviewUnorderedChildPublish: the same missing barrier in a child. A
+// 100-byte write into a NOT_PRESENT block copies the rest of its sector up
+// from the parent, then sets the block's bits and its BAT entry, with no
+// flush in between. A power cut that keeps the extension, the bits and the
+// BAT entry but not the data write (new, delayed-allocation pages are
+// written back after overwrites of existing ones) leaves the whole sector
+// reading zeros: the parent's bytes around the write, which the user never
+// touched, are lost.
+func TestReviewUnorderedChildPublish(t *testing.T) {
+	dir := t.TempDir()
+	pp, cp := filepath.Join(dir, "p.vhdx"), filepath.Join(dir, "c.avhdx")
+	if err := vhdx.Create(pp, vhdx.CreateOptions{Size: 16 << 20, BlockSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	pf, err := os.OpenFile(pp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	pw, err := vhdx.Open(pp, pf, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Repeat([]byte{0xA5}, 4096)
+	if _, err := pw.WriteAt(old, 4<<20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vhdx.Create(cp, vhdx.CreateOptions{Parent: pp}); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := vhdx.Open(pp, mustOpen(t, pp), vhdx.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	below := chainReader{chain{pr}}
+	img, err := os.ReadFile(cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newRWFile(img)
+	f.record = true
+	c, err := vhdx.Open(cp, f, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WriteAt(bytes.Repeat([]byte{0x3C}, 100), 4<<20+100, below); err != nil {
+		t.Fatal(err)
+	}
+	ops := f.ops
+	lastSync := -1
+	for i, o := range ops {
+		if o.kind == 's' {
+			lastSync = i
+		}
+	}
+	// Durable: everything up to the last fsync, the file extension, the
+	// bitmap and BAT writes (small overwrites of existing pages); not the
+	// data written into the new block.
+	g := newRWFile(img)
+	for _, o := range ops[:lastSync+1] {
+		g.apply(o)
+	}
+	dropped := 0
+	for _, o := range ops[lastSync+1:] {
+		if o.kind == 'w' && o.off >= int64(len(img)) {
+			dropped++
+			continue
+		}
+		g.apply(o)
+	}
+	if dropped == 0 {
+		t.Fatal("no data write into new space after the last sync")
+	}
+	ro, err := vhdx.Open(cp, g, vhdx.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open after the cut: %v", err)
+	}
+	got := make([]byte, 100)
+	if _, err := (chainReader{chain{ro, pr}}).ReadAt(got, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, old[:100]) {
+		t.Fatalf("bytes 0-99 of the sector, never written in the child, read % x...; want the parent's a5", got[:8])
+	}
+}
