@@ -43,12 +43,10 @@ func reviewLogImageLast(t *testing.T, last int64, descs []tDesc) []byte {
 	return img
 }
 
-// TestReviewReplayZeroDescriptorFarPastFile: a log zero descriptor aimed far
-// past the file's end and past the entry's LastFileOffset is replayed into
-// the file on a read-write open: the file is extended to 512 TiB (sparse
-// here; on a real filesystem it either fails late or, for a long
-// descriptor, writes terabytes of zeros one MiB at a time).
-func TestReviewReplayZeroDescriptorFarPastFile(t *testing.T) {
+// TestReplayZeroDescriptorFarPastFile: a log zero descriptor aimed far past
+// the file's end (512 TiB) is not replayed into the file by a read-write
+// open: the open is refused, and the file does not grow.
+func TestReplayZeroDescriptorFarPastFile(t *testing.T) {
 	const far = int64(1) << 49
 	img := reviewLogImage(t, []tDesc{{zero: true, fileOff: far, zeroLen: 4096}})
 	f := newRWFile(img)
@@ -59,15 +57,12 @@ func TestReviewReplayZeroDescriptorFarPastFile(t *testing.T) {
 	}
 }
 
-// TestReviewUnorderedBATPublish: WriteAt into a NOT_PRESENT block extends
-// the file, writes the data and then the 8-byte BAT entry with no flush in
-// between. Until the next Sync the kernel may make these durable in any
-// order; after a power cut in which only the BAT sector reached the disk
-// (an overwrite of an already allocated page, which ext4 data=ordered does
-// not order after the journaled size change), the entry points past the end
-// of the file: reads of the block fail and a read-write open is refused
-// (the structure check), so the image cannot be written again.
-func TestReviewUnorderedBATPublish(t *testing.T) {
+// TestPowerCutBATBeforeExtension: WriteAt into a NOT_PRESENT block publishes
+// its BAT entry only after the file's extension is durable (synced): a power
+// cut after which only the unsynced BAT write reached the disk (ext4 may
+// write an overwrite of an existing page before a size change) leaves an
+// image that opens and reads the old data.
+func TestPowerCutBATBeforeExtension(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "d.vhdx")
 	if err := vhdx.Create(p, vhdx.CreateOptions{Size: 64 << 20, BlockSize: 1 << 20}); err != nil {
@@ -123,11 +118,9 @@ func TestReviewUnorderedBATPublish(t *testing.T) {
 	}
 }
 
-// TestReviewReplayHugeLastFileOffset: a log entry whose LastFileOffset is
-// 512 TiB, with one harmless descriptor, makes a read-write open extend an
-// 8 MiB file to 512 TiB (sparse, or ENOSPC/EFBIG part way on a real
-// filesystem). Nothing the replayed structures reference lies past 8 MiB.
-func TestReviewReplayHugeLastFileOffset(t *testing.T) {
+// TestReplayHugeLastFileOffset: a log entry whose LastFileOffset is 512 TiB
+// does not make a read-write open extend an 8 MiB file to it.
+func TestReplayHugeLastFileOffset(t *testing.T) {
 	const last = int64(1) << 49
 	zero := tDesc{zero: true, fileOff: 7 << 20, zeroLen: 4096} // inside the file, past every structure
 	img := reviewLogImageLast(t, last, []tDesc{zero})
@@ -138,15 +131,13 @@ func TestReviewReplayHugeLastFileOffset(t *testing.T) {
 	}
 }
 
-// TestReviewUnorderedChildPublish: the same missing barrier in a child. A
-// 100-byte write into a NOT_PRESENT block copies the rest of its sector up
-// from the parent, then sets the block's bits and its BAT entry, with no
-// flush in between. A power cut that keeps the extension, the bits and the
-// BAT entry but not the data write (new, delayed-allocation pages are
-// written back after overwrites of existing ones) leaves the whole sector
-// reading zeros: the parent's bytes around the write, which the user never
-// touched, are lost.
-func TestReviewUnorderedChildPublish(t *testing.T) {
+// TestPowerCutChildPadding: a 100-byte write into a NOT_PRESENT block of a
+// child copies the rest of its sector up from the parent; that copy is
+// durable before the bits and BAT entry that make the sector the child's. A
+// power cut that keeps every unsynced overwrite of existing pages but no
+// unsynced write into new space leaves the parent's bytes around the write
+// readable.
+func TestPowerCutChildPadding(t *testing.T) {
 	dir := t.TempDir()
 	pp, cp := filepath.Join(dir, "p.vhdx"), filepath.Join(dir, "c.avhdx")
 	if err := vhdx.Create(pp, vhdx.CreateOptions{Size: 16 << 20, BlockSize: 1 << 20}); err != nil {
@@ -213,7 +204,7 @@ func TestReviewUnorderedChildPublish(t *testing.T) {
 		g.apply(o)
 	}
 	if dropped == 0 {
-		t.Fatal("no data write into new space after the last sync")
+		t.Log("every write into new space was synced before the bits and BAT entry")
 	}
 	ro, err := vhdx.Open(cp, g, vhdx.Options{ReadOnly: true})
 	if err != nil {
