@@ -7,6 +7,11 @@ import (
 	"github.com/vhdmount/vhdmount/format/layer"
 )
 
+// maxLogGrowth bounds how far a log replayed into the file may extend it
+// past its size (policy: a writer logs a few blocks between flushes, each at
+// most 256 MiB).
+const maxLogGrowth = 16 << 30
+
 // replayIntoFile writes the pending log, replayed in memory at open, into
 // the file as [MS-VHDX] 2.3.3 requires before a file is written: every
 // zero descriptor's range, then every data sector (the in-memory replay
@@ -41,19 +46,27 @@ func (l *Layer) replayIntoFile() error {
 	if err != nil {
 		return fmt.Errorf("vhdx: %s: %w", p, err)
 	}
-	if end := max(rs.lastFileOffset, rs.maxEnd); end > fi.Size() {
+	size := fi.Size()
+	end := max(rs.lastFileOffset, rs.maxEnd)
+	if end > size+maxLogGrowth {
+		// A writer extends the file a block or a few at a time between
+		// flushes; a log that asks for far more is not believed.
+		return ferr(p, logStart, "log LastFileOffset", layer.ErrUnsupported,
+			"the log would extend the file from %d to %d bytes, more than %d GiB: not replayed into the file (open it read-only to read it)", size, end, maxLogGrowth>>30)
+	}
+	if end > size {
 		if err := l.f.Truncate(end); err != nil {
 			return fmt.Errorf("vhdx: %s: extending the file to 0x%x for the log replay: %w", p, end, err)
 		}
 	}
-	zero := make([]byte, miB)
+	// Zero descriptors: past the old end the extension reads zeros already;
+	// inside the file the range is punched (zeros written where the file
+	// cannot be punched), so the work is bounded by the file's size.
 	for _, z := range rs.zeros {
-		for o := z.start; o < z.end; {
-			n := min(z.end-o, miB)
-			if err := l.writeFile(zero[:n], o, thing{"log replay (zero descriptor)", -1}); err != nil {
+		if e := min(z.end, size); e > z.start {
+			if err := l.punch(z.start, e-z.start, true, thing{"log replay (zero descriptor)", -1}); err != nil {
 				return err
 			}
-			o += n
 		}
 	}
 	for _, o := range offs {

@@ -804,7 +804,13 @@ func (l *Layer) Size() int64 { return l.size }
 func (l *Layer) SectorSize() int { return l.lss }
 
 // Close closes the file.
-func (l *Layer) Close() error { return l.f.Close() }
+func (l *Layer) Close() error {
+	err := l.trimReserve()
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // Warnings returns what the layer accepted but found doubtful (for now, a
 // parent matched only through the deprecated parent_linkage2).

@@ -21,6 +21,7 @@ type writeState struct {
 	mu         sync.Mutex // the header update, allocation at the end of the file, callbacks
 	headerDone bool       // this session's header update is on disk
 	nextFree   int64      // where the next block goes: MiB-aligned, past every structure and the file's end
+	extended   int64      // the file's size as made durable by reserve; blocks below it need no extension
 	locks      [256]sync.Mutex
 	alloc      func(off, n int64)
 	free       func(off, n int64)
@@ -83,7 +84,57 @@ func (l *Layer) startWriting() error {
 	if err != nil {
 		return err
 	}
-	l.w = &writeState{nextFree: (end + miB - 1) &^ (miB - 1)}
+	next := (end + miB - 1) &^ (miB - 1)
+	l.w = &writeState{nextFree: next, extended: max(next, l.fileSize)}
+	return nil
+}
+
+// growStep is how far reserve extends the file at least, so that the fsync
+// it costs is paid once per several blocks.
+const growStep = 64 * miB
+
+// reserve makes [fo, fo+n) part of the file, durably, before a BAT entry
+// may point there: the file is extended (by at least growStep) and synced,
+// so that a power cut can never leave an entry pointing past the end of the
+// file, whatever order the kernel wrote the extension and the entry in. The
+// new space reads zeros. Called with w.mu held.
+func (l *Layer) reserve(fo, n int64) error {
+	w := l.w
+	if fo+n > maxFileOffset {
+		return fmt.Errorf("vhdx: %s: the file would grow past %d bytes", l.path, int64(maxFileOffset))
+	}
+	if fo+n > w.extended {
+		end := min(max(fo+n, w.extended+growStep), maxFileOffset)
+		if err := l.f.Truncate(end); err != nil {
+			return fmt.Errorf("vhdx: %s: extending the file to 0x%x: %w", l.path, end, err)
+		}
+		if err := l.f.Sync(); err != nil {
+			return fmt.Errorf("vhdx: %s: fsync after extending the file: %w", l.path, err)
+		}
+		w.extended = end
+	}
+	w.nextFree = fo + n
+	l.effSize.Store(fo + n)
+	return nil
+}
+
+// trimReserve gives back, at Close, the space reserve extended the file by
+// that no block took: the file then ends at its last block.
+func (l *Layer) trimReserve() error {
+	w := l.w
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.extended <= w.nextFree || w.extended <= l.fileSize {
+		return nil
+	}
+	end := max(w.nextFree, l.fileSize)
+	if err := l.f.Truncate(end); err != nil {
+		return fmt.Errorf("vhdx: %s: truncating the unused end of the file: %w", l.path, err)
+	}
+	w.extended = end
 	return nil
 }
 
@@ -305,14 +356,9 @@ func (l *Layer) allocate(n int64) (int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	fo := w.nextFree
-	if fo+n > maxFileOffset {
-		return 0, fmt.Errorf("vhdx: %s: the file would grow past %d bytes", l.path, int64(maxFileOffset))
+	if err := l.reserve(fo, n); err != nil {
+		return 0, err
 	}
-	if err := l.f.Truncate(fo + n); err != nil {
-		return 0, fmt.Errorf("vhdx: %s: extending the file to 0x%x: %w", l.path, fo+n, err)
-	}
-	w.nextFree = fo + n
-	l.effSize.Store(fo + n)
 	return fo, nil
 }
 
@@ -370,14 +416,9 @@ func (l *Layer) bitmapBlock(c int64) (int64, error) {
 		return l.blockFileOff(idx, e, miB, what)
 	}
 	fo := l.w.nextFree
-	if fo+miB > maxFileOffset {
-		return 0, fmt.Errorf("vhdx: %s: the file would grow past %d bytes", l.path, int64(maxFileOffset))
+	if err := l.reserve(fo, miB); err != nil {
+		return 0, err
 	}
-	if err := l.f.Truncate(fo + miB); err != nil {
-		return 0, fmt.Errorf("vhdx: %s: extending the file to 0x%x: %w", l.path, fo+miB, err)
-	}
-	l.w.nextFree = fo + miB
-	l.effSize.Store(fo + miB)
 	if err := l.setBAT(idx, uint64(fo)|stFullyPresent); err != nil {
 		return 0, err
 	}
@@ -454,6 +495,9 @@ func (l *Layer) newPartial(b, idx, in int64, p []byte, below io.ReaderAt) error 
 	if err := l.writeFresh(buf, fo+at, thing{"payload block", b}); err != nil {
 		return err
 	}
+	if err := l.barrierIfWidened(buf, p, at, in); err != nil {
+		return err
+	}
 	// The block's whole bitmap: bits left by an earlier, unpublished
 	// allocation of this block must not survive.
 	ss := int64(l.lss)
@@ -487,8 +531,27 @@ func (l *Layer) writePartial(b, fo, in int64, p []byte, below io.ReaderAt) error
 	if err := l.writeFile(buf, fo+at, thing{"payload block", b}); err != nil {
 		return err
 	}
+	if err := l.barrierIfWidened(buf, p, at, in); err != nil {
+		return err
+	}
 	ss := int64(l.lss)
 	return l.setBits(b, old, at/ss, (at+int64(len(buf)))/ss)
+}
+
+// barrierIfWidened syncs the file when a write was widened to whole sectors
+// with bytes it did not bring (the parent's, or this file's): those bytes
+// must be durable before the bits that make the sector this file's are, or
+// a power cut could leave the sector reading zeros where the user wrote
+// nothing. Sector-aligned writes (all a filesystem on a loop device makes)
+// pay nothing.
+func (l *Layer) barrierIfWidened(buf, p []byte, at, in int64) error {
+	if at == in && len(buf) == len(p) {
+		return nil
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("vhdx: %s: fsync before publishing a partly written sector: %w", l.path, err)
+	}
+	return nil
 }
 
 // setBits sets the bits of sectors [s0, s1) of PARTIALLY_PRESENT block b,
