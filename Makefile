@@ -33,6 +33,8 @@ fuzz:
 	$(GO) test ./internal/partition -run '^$$' -fuzz '^FuzzGPT$$' -fuzztime 100000x -timeout 5m
 	$(GO) test ./format -run '^$$' -fuzz '^FuzzWriteCrash$$' -fuzztime 1000x -fuzzminimizetime 10x -timeout 5m
 	$(GO) test ./format -run '^$$' -fuzz '^FuzzCommitCrash$$' -fuzztime 100x -fuzzminimizetime 10x -timeout 5m
+	$(GO) test ./format/vhdx -run '^$$' -fuzz '^FuzzOpenVHDX$$' -fuzztime 50000x -timeout 5m
+	$(GO) test ./format/vhdx -run '^$$' -fuzz '^FuzzWriteVHDX$$' -fuzztime 500x -fuzzminimizetime 10x -timeout 5m
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
