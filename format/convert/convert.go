@@ -361,6 +361,16 @@ func copyDisk(ctx context.Context, src Source, dst io.WriterAt, all bool, progre
 			}
 		}()
 	}
+	return feedJobs(ctx, src, copyChunk, all, progress, jobs, errc, &wg, func(off, n int64) job { return job{off, n} })
+}
+
+// feedJobs sends src to the workers as jobs made by mk, in disk order, each
+// a range that does not cross a multiple of chunk. Unless all is set, holes
+// of src are not sent: progress counts them. It stops at the first error a
+// worker sends on errc or at the end of ctx, then closes jobs, waits for
+// the workers (wg) and returns the first error.
+func feedJobs[J any](ctx context.Context, src Source, chunk int64, all bool, progress func(int64),
+	jobs chan<- J, errc <-chan error, wg *sync.WaitGroup, mk func(off, n int64) J) error {
 	var err error
 feed:
 	for off := int64(0); off < src.Size(); {
@@ -374,9 +384,9 @@ feed:
 			continue
 		}
 		for off < end {
-			n := min(copyChunk-off%copyChunk, end-off)
+			n := min(chunk-off%chunk, end-off)
 			select {
-			case jobs <- job{off, n}:
+			case jobs <- mk(off, n):
 			case err = <-errc:
 				break feed
 			case <-ctx.Done():

@@ -102,38 +102,9 @@ func copyToVHDX(ctx context.Context, src Source, w *vhdx.Writer, f io.WriterAt, 
 			}
 		}()
 	}
-	var err error
 	var seq int64
-feed:
-	for off := int64(0); off < src.Size(); {
-		data, end := src.Extent(off)
-		if !data {
-			progress(end - off)
-			off = end
-			continue
-		}
-		for off < end {
-			n := min(chunk-off%chunk, end-off)
-			select {
-			case jobs <- job{seq, off, n}:
-				seq++
-			case err = <-errc:
-				break feed
-			case <-ctx.Done():
-				err = ctx.Err()
-				break feed
-			}
-			off += n
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if err == nil {
-		select {
-		case err = <-errc:
-		default:
-			err = ctx.Err()
-		}
-	}
-	return err
+	return feedJobs(ctx, src, chunk, false, progress, jobs, errc, &wg, func(off, n int64) job {
+		seq++
+		return job{seq - 1, off, n}
+	})
 }
