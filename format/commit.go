@@ -8,6 +8,7 @@ import (
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
 	"github.com/vhdmount/vhdmount/format/vhd"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // CommitOptions control Commit.
@@ -246,7 +247,7 @@ func refuseVHDX(opts *Options, path, what string) error {
 	}
 	defer f.Close()
 	var b [8]byte
-	if n, _ := f.ReadAt(b[:], 0); n == len(b) && string(b[:]) == "vhdxfile" {
+	if n, _ := f.ReadAt(b[:], 0); vhdx.Probe(b[:n]) {
 		return fmt.Errorf("vhd: %s: %w: %s is not supported for VHDX yet", path, ErrUnsupported, what)
 	}
 	return nil
