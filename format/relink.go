@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/vhdmount/vhdmount/format/vhd"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // RelinkResult says what Relink wrote.
@@ -40,11 +41,14 @@ func Relink(child, newParent string, opts *Options) (*RelinkResult, error) {
 	if abs, err := filepath.Abs(newParent); err == nil {
 		newParent = abs
 	}
-	if err := refuseVHDX(&o, child, "relink"); err != nil {
-		return nil, err
+	childX, parentX := isVHDX(&o, child), isVHDX(&o, newParent)
+	if childX != parentX {
+		kind := map[bool]string{true: "VHDX", false: "VHD"}
+		return nil, fmt.Errorf("vhd: %s: %w: %s is a %s, the child a %s: a child's parent must have its format",
+			child, ErrParentMismatch, newParent, kind[parentX], kind[childX])
 	}
-	if err := refuseVHDX(&o, newParent, "a VHDX parent of a VHD child"); err != nil {
-		return nil, err
+	if childX {
+		return relinkVHDX(child, newParent, &o)
 	}
 	cl, _, err := openLocked(child, &o, "it is open for writing elsewhere (a mount?)")
 	if err != nil {
@@ -77,6 +81,74 @@ func Relink(child, newParent string, opts *Options) (*RelinkResult, error) {
 	pd.Close()
 
 	return cl.Relink(newParent)
+}
+
+// isVHDX reports whether path opens and starts as a VHDX file.
+func isVHDX(opts *Options, path string) bool {
+	f, err := opts.openFile(path, false)
+	if err != nil {
+		return false // the open that follows reports it
+	}
+	defer f.Close()
+	var b [8]byte
+	n, _ := f.ReadAt(b[:], 0)
+	return vhdx.Probe(b[:n])
+}
+
+// relinkVHDX is Relink for a VHDX child: newParent must be a VHDX whose
+// current DataWriteGuid is the child's parent_linkage (or a non-zero
+// parent_linkage2); the child's parent locator is rewritten in the
+// crash-safe order vhdx's RewriteLocator describes.
+func relinkVHDX(child, newParent string, o *Options) (*RelinkResult, error) {
+	f, err := o.openFile(child, true)
+	if err != nil {
+		return nil, fmt.Errorf("vhd: %w", err)
+	}
+	if err := lockFile(f, true); err != nil {
+		f.Close()
+		return nil, lockErr(child, err, "it is open for writing elsewhere (a mount?)")
+	}
+	if sameFile(newParent, child) {
+		f.Close()
+		return nil, fmt.Errorf("vhd: %s: %w: an image cannot be its own parent", child, ErrChain)
+	}
+	// Read-only first: a non-differencing or mismatched child is refused
+	// before the read-write open updates anything.
+	cl, err := vhdx.Open(child, f, vhdx.Options{ReadOnly: true})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if cl.Parent() == nil {
+		f.Close()
+		return nil, fmt.Errorf("vhd: %s: not a differencing disk: it has no parent to relink", child)
+	}
+	po := *o
+	po.ReadOnly, po.AllowMissingParent = true, true
+	pd, err := Open(newParent, &po)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	err = cl.MatchParent(pd.layers[0])
+	pd.Close()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("vhd: %s is not the parent of %s: %w (%v)", newParent, child, ErrParentMismatch, err)
+	}
+	wl, err := vhdx.Open(child, f, vhdx.Options{})
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	defer wl.Close()
+	r, err := wl.Relink(newParent)
+	if err != nil {
+		return nil, err
+	}
+	res := &RelinkResult{Child: r.Child, Parent: r.Parent, HeaderName: r.RelativePath}
+	res.InPlace = []string{"relative_path", "absolute_win32_path"}
+	return res, nil
 }
 
 // sameFile reports whether a and b name the same file.
