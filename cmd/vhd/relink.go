@@ -15,7 +15,12 @@ func cmdRelink(args []string, stdout, stderr io.Writer) int {
 NEWPATH: rewrite its W2ku (absolute) and W2ru (relative) parent locators,
 adding them when missing, a MacX locator when present, and the header's
 parent name. NEWPATH's unique id must be the one CHILD records. Nothing else
-in CHILD changes. A crash leaves CHILD as it was or relinked, never damaged.`, stdout, stderr)
+in CHILD changes. A crash leaves CHILD as it was or relinked, never damaged.
+For a VHDX child (.avhdx), NEWPATH must be a VHDX whose DataWriteGuid is
+CHILD's parent_linkage: relative_path and absolute_win32_path are rewritten
+(the header name printed is relative_path), volume_path, naming the old
+place, is dropped, every other key is kept. A VHD parent for a VHDX child,
+or the reverse, is refused.`, stdout, stderr)
 	parent := c.fs.String("parent", "", "the parent's new path `NEWPATH` (required)")
 	pos, code, ok := c.parse(args)
 	if !ok {

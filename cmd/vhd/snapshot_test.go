@@ -154,8 +154,12 @@ func TestRelinkCLI(t *testing.T) {
 	}
 	vhdx := filepath.Join(dir, "x.vhdx")
 	os.WriteFile(vhdx, append([]byte("vhdxfile"), make([]byte, 1<<20)...), 0o644)
-	for _, args := range [][]string{{"commit", vhdx}, {"relink", "--parent", moved, vhdx}} {
-		if code, _, errs := runVHD(args...); code != exitFail || !strings.Contains(errs, "not supported for VHDX yet") {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{{[]string{"commit", vhdx}, "not supported for VHDX yet"}, {[]string{"relink", "--parent", moved, vhdx}, "a child's parent must have its format"}} {
+		args := c.args
+		if code, _, errs := runVHD(args...); code != exitFail || !strings.Contains(errs, c.want) {
 			t.Errorf("%v: exit %d, %s", args, code, errs)
 		}
 	}
