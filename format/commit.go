@@ -92,8 +92,8 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	if abs, err := filepath.Abs(child); err == nil {
 		child = abs
 	}
-	if err := refuseVHDX(opts, child, "commit"); err != nil {
-		return nil, err
+	if isVHDX(opts, child) {
+		return commitVHDX(child, o, opts)
 	}
 	cl, cf, err := openLocked(child, opts, "it is open for writing elsewhere (a mount?)")
 	if err != nil {
@@ -111,7 +111,7 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	}
 	parent := p.Path()
 	p.Close()
-	if err := refuseVHDX(opts, parent, "commit into a VHDX parent"); err != nil {
+	if err := refuseVHDX(opts, parent, "a VHDX parent of a VHD child"); err != nil {
 		return nil, err
 	}
 	pd, err := Open(parent, opts)
@@ -256,9 +256,38 @@ func refuseVHDX(opts *Options, path, what string) error {
 // children lists the differencing VHDs in dir whose parent unique id is
 // l's unique id, leaving out the paths in skip.
 func (o *CommitOptions) children(opts *Options, dir string, l *vhd.Layer, skip []string) ([]string, error) {
+	return o.scanChildren(opts, dir, l.Path(), skip, func(p string, f File) bool {
+		c, err := vhd.Open(p, f, vhd.Options{ReadOnly: true})
+		if err != nil {
+			return false
+		}
+		return c.Type() == "differencing" && c.ParentID() == l.UniqueID()
+	})
+}
+
+// childrenVHDX lists the .vhdx and .avhdx files in dir whose parent_linkage
+// (or non-zero parent_linkage2) is dw, leaving out the paths in skip.
+func (o *CommitOptions) childrenVHDX(opts *Options, dir, parent string, dw vhdx.GUID, skip []string) ([]string, error) {
+	return o.scanChildren(opts, dir, parent, skip, func(p string, f File) bool {
+		if ext := strings.ToLower(filepath.Ext(p)); ext != ".vhdx" && ext != ".avhdx" {
+			return false
+		}
+		c, err := vhdx.Open(p, f, vhdx.Options{ReadOnly: true})
+		if err != nil || c.Parent() == nil {
+			return false
+		}
+		l1, l2 := c.ParentLinkage()
+		return l1 == dw || (!l2.IsZero() && l2 == dw)
+	})
+}
+
+// scanChildren lists the regular files in dir (but those in skip) that
+// match says are children of parent; match gets the file open read-only
+// and must not close it.
+func (o *CommitOptions) scanChildren(opts *Options, dir, parent string, skip []string, match func(p string, f File) bool) ([]string, error) {
 	names, err := o.readDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("vhd: looking for other children of %s: %w", l.Path(), err)
+		return nil, fmt.Errorf("vhd: looking for other children of %s: %w", parent, err)
 	}
 	var skipInfo []os.FileInfo
 	for _, s := range skip {
@@ -281,15 +310,10 @@ func (o *CommitOptions) children(opts *Options, dir string, l *vhd.Layer, skip [
 		if err != nil {
 			continue // not a regular file, or unreadable: not a child we can see
 		}
-		c, err := vhd.Open(p, f, vhd.Options{ReadOnly: true})
-		if err != nil {
-			f.Close()
-			continue
-		}
-		if c.Type() == "differencing" && c.ParentID() == l.UniqueID() {
+		if match(p, f) {
 			out = append(out, p)
 		}
-		c.Close()
+		f.Close()
 	}
 	return out, nil
 }

@@ -157,7 +157,7 @@ func TestRelinkCLI(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
-	}{{[]string{"commit", vhdx}, "not supported for VHDX yet"}, {[]string{"relink", "--parent", moved, vhdx}, "a child's parent must have its format"}} {
+	}{{[]string{"commit", vhdx}, "no valid header"}, {[]string{"relink", "--parent", moved, vhdx}, "a child's parent must have its format"}} {
 		args := c.args
 		if code, _, errs := runVHD(args...); code != exitFail || !strings.Contains(errs, c.want) {
 			t.Errorf("%v: exit %d, %s", args, code, errs)

@@ -25,6 +25,7 @@ type writeState struct {
 	locks      [256]sync.Mutex
 	alloc      func(off, n int64)
 	free       func(off, n int64)
+	nextData   GUID // if not zero, the DataWriteGuid the session's header update writes (SetNextDataWriteGUID)
 }
 
 // ErrReadOnly is returned by WriteAt on a layer opened read-only.
@@ -182,7 +183,9 @@ func (l *Layer) updateHeaders(newData bool) error {
 	if h.FileWriteGUID, err = newGUID(); err != nil {
 		return fmt.Errorf("vhdx: %s: making a GUID: %w", l.path, err)
 	}
-	if newData {
+	if newData && l.w != nil && !l.w.nextData.IsZero() {
+		h.DataWriteGUID = l.w.nextData
+	} else if newData {
 		if h.DataWriteGUID, err = newGUID(); err != nil {
 			return fmt.Errorf("vhdx: %s: making a GUID: %w", l.path, err)
 		}
