@@ -119,11 +119,23 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	if runs, err = cl.Map(nil, 0, size); err != nil {
 		return nil, err
 	}
-	var total int64
+	in, err := cl.Info()
+	if err != nil {
+		return nil, err
+	}
+	var total, at int64
+	last := int64(-1)
 	for _, r := range runs {
 		if r.State == lay.Data {
 			total += r.Len
 		}
+		if r.State != lay.Parent && in.BlockSize > 0 {
+			for b := max(at/in.BlockSize, last+1); b <= (at+r.Len-1)/in.BlockSize; b++ {
+				res.Blocks++
+				last = b
+			}
+		}
+		at += r.Len
 	}
 
 	g, err := vhdx.NewDataWriteGUID()

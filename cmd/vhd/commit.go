@@ -18,7 +18,10 @@ delete it with --remove. At every instant the chain CHILD -> parent reads the
 same: the parent is written and synced before CHILD is emptied. Refused when
 CHILD or its parent is in use, when the parent is damaged, and, unless
 --force, when other children of the parent are found in its directory (their
-contents would change) or, with --remove, children of CHILD in its own.`, stdout, stderr)
+contents would change) or, with --remove, children of CHILD in its own.
+A VHDX CHILD (.avhdx) is committed into its VHDX parent the same way; the
+parent's new DataWriteGuid is announced to CHILD (parent_linkage2) before
+the parent changes and becomes its parent_linkage at the end.`, stdout, stderr)
 	remove := c.fs.Bool("remove", false, "delete CHILD once its data is in the parent, instead of emptying it")
 	force := c.fs.Bool("force", false, "commit although other children of the parent (or, with --remove, of CHILD) were found")
 	pos, code, ok := c.parse(args)
