@@ -2,6 +2,7 @@ package format
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -172,4 +173,62 @@ func TestCommitVHDX(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestCommitVHDXSiblings: another AVHDX of the parent beside it refuses the
+// commit (listed, nothing written); so does a child of the child with
+// --remove; --force commits and removes, and the parent reads as the model.
+func TestCommitVHDXSiblings(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	dir := t.TempDir()
+	const size = 4 << 20
+	parent := filepath.Join(dir, "p.vhdx")
+	if err := vhdx.Create(parent, vhdx.CreateOptions{Size: size, BlockSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	model := make([]byte, size)
+	mutateModel(t, parent, model, rng, 4)
+	child, sib, grand := filepath.Join(dir, "c.avhdx"), filepath.Join(dir, "s.avhdx"), filepath.Join(dir, "g.avhdx")
+	for _, c := range [][2]string{{child, parent}, {sib, parent}} {
+		if err := vhdx.Create(c[0], vhdx.CreateOptions{Parent: c[1]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mutateModel(t, child, model, rng, 6)
+	if err := vhdx.Create(grand, vhdx.CreateOptions{Parent: child}); err != nil {
+		t.Fatal(err)
+	}
+	sums := func() [3][]byte {
+		var out [3][]byte
+		for i, p := range []string{parent, child, grand} {
+			out[i], _ = os.ReadFile(p)
+		}
+		return out
+	}
+	before := sums()
+	_, err := Commit(child, CommitOptions{})
+	var se *SiblingError
+	if !errors.As(err, &se) || len(se.Siblings) != 1 || se.Siblings[0] != sib {
+		t.Fatalf("commit beside a sibling: %v", err)
+	}
+	os.Remove(sib)
+	_, err = Commit(child, CommitOptions{Remove: true})
+	var ce *ChildrenError
+	if !errors.As(err, &ce) || len(ce.Children) != 1 || ce.Children[0] != grand {
+		t.Fatalf("commit --remove of a child with a child: %v", err)
+	}
+	if after := sums(); !bytes.Equal(after[0], before[0]) || !bytes.Equal(after[1], before[1]) {
+		t.Fatal("a refused commit changed a file")
+	}
+	res, err := Commit(child, CommitOptions{Remove: true, Force: true})
+	if err != nil || !res.Removed {
+		t.Fatalf("forced commit --remove: %+v %v", res, err)
+	}
+	if _, err := os.Stat(child); !os.IsNotExist(err) {
+		t.Fatalf("the child is still there: %v", err)
+	}
+	if got := readAll(t, parent, size); !bytes.Equal(got, model) {
+		t.Fatal("the parent does not read as the model")
+	}
+	checkClean(t, parent)
 }
