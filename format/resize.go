@@ -1,5 +1,12 @@
 package format
 
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/vhdmount/vhdmount/format/vhdx"
+)
+
 // ResizeOptions control Resize.
 type ResizeOptions struct {
 	// Shrink allows a size smaller than the current one; it is refused
@@ -10,8 +17,9 @@ type ResizeOptions struct {
 	Open *Options
 }
 
-// Resize changes the virtual size of the VHD at path to size (a multiple of
-// 512, at most MaxVirtualSize) and returns the old size. The image is opened
+// Resize changes the virtual size of the VHD or VHDX at path to size (VHD:
+// a multiple of 512, at most MaxVirtualSize; VHDX: a multiple of its logical
+// sector size, at most 64 TiB) and returns the old size. The image is opened
 // for writing, so an image in use is refused (ErrLocked), as is a damaged
 // one. Growing adds zeros at the end. A differencing disk may grow past its
 // parent: the tail reads as zeros.
@@ -31,15 +39,15 @@ type ResizeOptions struct {
 //     new size. Shrinking is refused while any block or sector past the new
 //     end is allocated. A crash between the two footer writes leaves an image
 //     of the new size whose copy at offset 0 differs (vhd check says so).
+//   - VHDX (fixed, dynamic, differencing): see vhdx.Layer.Resize for the
+//     steps. A differencing VHDX whose parents show anything but zeros
+//     past its end is not grown (they would show through the new tail).
 func Resize(path string, size int64, o ResizeOptions) (old int64, err error) {
 	opts := &Options{}
 	if o.Open != nil {
 		*opts = *o.Open
 	}
 	opts.ReadOnly, opts.IgnoreChecksums = false, false
-	if err := refuseVHDX(opts, path, "resize"); err != nil {
-		return 0, err
-	}
 	d, err := Open(path, opts)
 	if err != nil {
 		return 0, err
@@ -49,6 +57,20 @@ func Resize(path string, size int64, o ResizeOptions) (old int64, err error) {
 			err = cerr
 		}
 	}()
+	if xl, ok := d.w.(*vhdx.Layer); ok {
+		if size > xl.Size() && len(d.layers) > 1 {
+			if err := d.belowZero(xl.Size(), min(size, d.layers[1].Size())); err != nil {
+				return xl.Size(), err
+			}
+		}
+		return xl.Resize(size, o.Shrink)
+	}
+	if d.w == nil && d.layers[0].Format() == "vhdx" {
+		if d.missing != nil {
+			return 0, d.missing
+		}
+		return 0, ErrReadOnly
+	}
 	l, err := d.vhdTop(path, "resize")
 	if err != nil {
 		return 0, err
@@ -64,4 +86,36 @@ func upper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// belowZero returns an error naming the first offset of [from, to) where
+// the chain below the top shows anything but zeros.
+func (d *Disk) belowZero(from, to int64) error {
+	const step = 1 << 20
+	buf := make([]byte, step)
+	zero := make([]byte, step)
+	for pos := from; pos < to; {
+		n := min(to-pos, 1<<30)
+		if !d.belowHasData(pos, n) {
+			pos += n
+			continue
+		}
+		for end := pos + n; pos < end; {
+			k := min(end-pos, step)
+			if d.belowHasData(pos, k) {
+				if _, err := (belowView{d}).ReadAt(buf[:k], pos); err != nil {
+					return err
+				}
+				if !bytes.Equal(buf[:k], zero[:k]) {
+					i := pos
+					for buf[i-pos] == 0 {
+						i++
+					}
+					return fmt.Errorf("vhd: %s: cannot grow past %d bytes: its parent shows data at offset %d, which would show through the new end (vhd convert, or commit first)", d.layers[0].Path(), from, i)
+				}
+			}
+			pos += k
+		}
+	}
+	return nil
 }
