@@ -24,14 +24,14 @@ type ResizeOptions struct {
 // one. Growing adds zeros at the end. A differencing disk may grow past its
 // parent: the tail reads as zeros.
 //
-//   - Fixed: the new footer is written at the new end and synced; only then
+//   - VHD, fixed: the new footer is written at the new end and synced; only then
 //     is the old footer (now inside the data area) zeroed. A crash in
 //     between leaves a valid disk of the new size whose 512 bytes at the old
 //     end still hold the old footer. Shrinking (the range cut off must read
 //     as zeros) writes the footer at the new end, syncs, then truncates the
 //     file; a crash in between leaves the disk at its old size with the new
 //     footer's 512 bytes at the new end, where zeros were.
-//   - Dynamic and differencing: the sector bits of the last block past the
+//   - VHD, dynamic and differencing: the sector bits of the last block past the
 //     old end are cleared first (and that data zeroed); the BAT grows in
 //     place when MaxTableEntries allows, else a new BAT is written past
 //     everything (with the footer moved after it) and synced before the
