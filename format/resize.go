@@ -63,7 +63,11 @@ func Resize(path string, size int64, o ResizeOptions) (old int64, err error) {
 				return xl.Size(), err
 			}
 		}
-		return xl.Resize(size, o.Shrink)
+		below := int64(0)
+		if len(d.layers) > 1 {
+			below = d.layers[1].Size()
+		}
+		return xl.Resize(size, o.Shrink, below)
 	}
 	if d.w == nil && d.layers[0].Format() == "vhdx" {
 		if d.missing != nil {

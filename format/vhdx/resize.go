@@ -11,8 +11,12 @@ import (
 // Resize changes the virtual size of the file to size (a non-zero multiple
 // of the logical sector size, at most MaxSize) and returns the old size;
 // shrink allows a smaller size, refused anyway while a byte past the new end
-// that this file stores is not zero. Resize must not run concurrently with
-// other calls on the layer.
+// that this file stores is not zero. below is the size of the chain below a
+// differencing file (ignored without a parent): its new blocks wholly past
+// it are made ZERO rather than NOT_PRESENT, so that readers that look for a
+// child's NOT_PRESENT blocks in the parent even past its end (7-Zip) read
+// zeros there. Resize must not run concurrently with other calls on the
+// layer.
 //
 // No log is used; the order of the steps makes every crash leave a file
 // that opens, checks clean and reads as the old or the new disk:
@@ -26,9 +30,9 @@ import (
 //     zeros (data zeroed; in a PARTIALLY_PRESENT block their bits cleared
 //     too): nothing reads them yet. A last block stored short of a whole
 //     block with something else after it is refused (vhd convert instead).
-//  3. Growing: the BAT entries of the new blocks are written (NOT_PRESENT;
-//     a fixed file's new blocks FULLY_PRESENT, in space the file is
-//     extended over first), in place when the BAT region is large enough;
+//  3. Growing: the BAT entries of the new blocks are written (NOT_PRESENT,
+//     or ZERO past the end of a child's parent; a fixed file's new blocks
+//     FULLY_PRESENT, in space the file is extended over first), in place when the BAT region is large enough;
 //     else into a new BAT region past everything (a copy of the old entries
 //     and the new ones), synced, then region table 1, synced, then region
 //     table 2, synced. Each table has a checksum: a torn one is passed over
@@ -39,7 +43,7 @@ import (
 //  5. Shrinking: the blocks past the new end become NOT_PRESENT, synced, and
 //     their space is punched; the file is truncated after the last
 //     structure it still holds.
-func (l *Layer) Resize(size int64, shrink bool) (old int64, err error) {
+func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err error) {
 	old = l.size
 	if l.w == nil {
 		return old, fmt.Errorf("%w: %s", ErrReadOnly, l.path)
@@ -77,7 +81,7 @@ func (l *Layer) Resize(size int64, shrink bool) (old int64, err error) {
 	l.w.mu.Lock()
 	defer l.w.mu.Unlock()
 	if size > old {
-		if err := l.grow(size); err != nil {
+		if err := l.grow(size, below); err != nil {
 			return old, err
 		}
 	}
@@ -181,7 +185,7 @@ func (l *Layer) spans() ([]span, error) {
 }
 
 // grow does steps 2 and 3 of Resize; w.mu is held.
-func (l *Layer) grow(size int64) error {
+func (l *Layer) grow(size, below int64) error {
 	bs, cr := l.blockSize, l.chunkRatio
 	nOld := l.nblocks
 	nNew := (size + bs - 1) / bs
@@ -220,11 +224,17 @@ func (l *Layer) grow(size int64) error {
 		if idx == keep {
 			return old()
 		}
-		if idx%(cr+1) == cr || fixedAt == 0 {
+		if idx%(cr+1) == cr {
 			return stNotPresent, nil
 		}
 		b := idx - idx/(cr+1)
-		return uint64(fixedAt+(b-nOld)*bs) | stFullyPresent, nil
+		switch {
+		case fixedAt != 0:
+			return uint64(fixedAt+(b-nOld)*bs) | stFullyPresent, nil
+		case l.hasParent && b >= nOld && b < nNew && b*bs >= below:
+			return stZero, nil
+		}
+		return stNotPresent, nil
 	}
 	if entries*8 <= l.bat.Length {
 		if err := l.writeEntries(l.bat.Off, first, entries, entry); err != nil {

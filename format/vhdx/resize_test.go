@@ -54,6 +54,10 @@ func resizeRun(t *testing.T, img []byte, chain []*tLayer, size int64, shrink boo
 	top := chain[0]
 	old := top.size
 	below := modelBelow(chain[1:])
+	below0 := int64(0) // the parent's size: a child's new blocks past it become ZERO
+	if len(chain) > 1 {
+		below0 = chain[1].size
+	}
 	f := newRWFile(img)
 	f.record = true
 	l, err := vhdx.Open("/c/top.vhdx", f, vhdx.Options{})
@@ -61,7 +65,7 @@ func resizeRun(t *testing.T, img []byte, chain []*tLayer, size int64, shrink boo
 		t.Fatalf("read-write open: %v", err)
 	}
 	f.tag = 1
-	if got, err := l.Resize(size, shrink); err != nil || got != old {
+	if got, err := l.Resize(size, shrink, below0); err != nil || got != old {
 		t.Fatalf("Resize(%d): old %d, %v", size, got, err)
 	}
 	if l.Size() != size {
@@ -319,7 +323,7 @@ func TestResizeRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.record = true
-			_, err = l.Resize(c.size, c.shrink)
+			_, err = l.Resize(c.size, c.shrink, 0)
 			if err == nil || !strings.Contains(err.Error(), c.msg) {
 				t.Fatalf("Resize(%d): %v; want %q", c.size, err, c.msg)
 			}
@@ -354,7 +358,7 @@ func TestResizeShortLastBlock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = x.Resize(64<<20, false)
+		_, err = x.Resize(64<<20, false, 0)
 		if !errors.Is(err, layer.ErrUnsupported) {
 			t.Fatalf("Resize: %v; want ErrUnsupported", err)
 		}
