@@ -21,7 +21,9 @@ import (
 // No log is used; the order of the steps makes every crash leave a file
 // that opens, checks clean and reads as the old or the new disk:
 //
-//  1. The session's header update (new FileWriteGuid). DataWriteGuid is
+//  1. The session's header update (new FileWriteGuid); a region table 2
+//     that differs from table 1 (a resize cut between its two region table
+//     writes) is made a copy of it. DataWriteGuid is
 //     kept, except when a differencing file shrinks: growing adds sectors
 //     reading zeros and shrinking drops only sectors this file stores as
 //     zeros, so no sector its children read changes, but what a
@@ -80,6 +82,9 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 	}
 	l.w.mu.Lock()
 	defer l.w.mu.Unlock()
+	if err := l.mendRegionTable2(); err != nil {
+		return old, err
+	}
 	if size > old {
 		if err := l.grow(size, below); err != nil {
 			return old, err
@@ -98,6 +103,38 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 		return old, l.release(size, old)
 	}
 	return old, nil
+}
+
+// mendRegionTable2 rewrites region table 2 as a copy of table 1 when both
+// are valid but differ, as a resize cut between its two region table
+// writes leaves them (every reader uses table 1; table 2 would name a BAT
+// region no longer in use). Synced.
+func (l *Layer) mendRegionTable2() error {
+	if l.regionCopy != 1 {
+		return nil
+	}
+	t1, t2 := make([]byte, regionSize), make([]byte, regionSize)
+	if err := l.readRaw(t1, region1Off, "region table 1"); err != nil {
+		return err
+	}
+	if err := l.readRaw(t2, region2Off, "region table 2"); err != nil {
+		return err
+	}
+	lo, hi := 0, len(t1)
+	for lo < hi && t1[lo] == t2[lo] {
+		lo++
+	}
+	for hi > lo && t1[hi-1] == t2[hi-1] {
+		hi--
+	}
+	if lo == hi {
+		return nil
+	}
+	lo, hi = lo&^511, (hi+511)&^511 // only the sectors that differ
+	if err := l.writeFile(t1[lo:hi], region2Off+int64(lo), thing{"region table", 2}); err != nil {
+		return err
+	}
+	return l.syncFile("copying region table 1 to 2")
 }
 
 // resizeHeader does the session's header update unless a write did it
@@ -298,18 +335,35 @@ func (l *Layer) moveBAT(first, entries int64, entry func(int64, func() (uint64, 
 		return err
 	}
 	oldBAT := l.bat
-	regions := make([]Region, len(l.regions))
-	var rt []regionEntry
-	for i, r := range l.regions {
-		if r.GUID == guidBATRegion {
-			r.Off, r.Length = at, n
-		}
-		regions[i] = r
-		rt = append(rt, regionEntry{r.GUID, r.Off, r.Length, r.Required})
+	// The new table is table 1 with the BAT entry's FileOffset and Length
+	// changed and a new checksum: every byte that changes lies in its first
+	// sector (the entry is one of the first 15), so each table write is one
+	// sector's, which a power cut cannot tear.
+	if l.regionCopy != 1 {
+		return ferr(l.path, region1Off, "region table 1", layer.ErrCorrupt, "not valid: copy 2 is used")
 	}
-	raw := encodeRegionTable(rt)
+	raw := make([]byte, regionSize)
+	if err := l.readRaw(raw, region1Off, "region table 1"); err != nil {
+		return err
+	}
+	regions := make([]Region, len(l.regions))
+	copy(regions, l.regions)
+	lo, hi := int64(0), int64(8) // the changed bytes: the checksum...
+	for i := range regions {
+		r := &regions[i]
+		if r.GUID != guidBATRegion {
+			continue
+		}
+		r.Off, r.Length = at, n
+		e := r.entryOff - region1Off
+		binary.LittleEndian.PutUint64(raw[e+16:], uint64(at))
+		binary.LittleEndian.PutUint32(raw[e+24:], uint32(n))
+		hi = max(hi, e+28) // ...to the entry's Length
+	}
+	setChecksum(raw, 4)
+	hi = (hi + 511) &^ 511
 	for i, off := range []int64{region1Off, region2Off} {
-		if err := l.writeFile(raw, off, thing{"region table", int64(i) + 1}); err != nil {
+		if err := l.writeFile(raw[lo:hi], off+lo, thing{"region table", int64(i) + 1}); err != nil {
 			return err
 		}
 		if err := l.syncFile(fmt.Sprintf("writing region table %d", i+1)); err != nil {

@@ -371,3 +371,69 @@ func TestResizeShortLastBlock(t *testing.T) {
 	}
 	t.Fatal("no seed put block 0 right after block 1")
 }
+
+// TestResizeRegionTableCut: a grow that moves the BAT, cut after region
+// table 1 is written and synced and before table 2 is: both tables are
+// valid and differ; the image opens, checks clean and reads as before (the
+// size is written after both tables); the next resize first makes table 2 a copy of table 1. Each table
+// write covers only the first sector of the table.
+func TestResizeRegionTableCut(t *testing.T) {
+	rng := rand.New(rand.NewPCG(64, 1))
+	l := &tLayer{name: "top.vhdx", id: 5, size: 8 << 20, bs: 1 << 20, lss: 512, pss: 4096,
+		states: map[int64]int{0: tFully, 7: tFully}, bits: map[int64][]bool{}}
+	img := buildBytes(t, rng, l)
+	f := newRWFile(img)
+	f.record = true
+	x, err := vhdx.Open("/c/top.vhdx", f, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 200 << 30
+	if _, err := x.Resize(size, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	x.Close()
+	cut := -1
+	for i, o := range f.ops {
+		if o.kind == 'w' && o.off >= 192<<10 && o.off < 320<<10 && len(o.data) > 512 {
+			t.Fatalf("a region table write of %d bytes at 0x%x: more than one sector", len(o.data), o.off)
+		}
+		if o.kind == 'w' && o.off == 256<<10 && cut < 0 {
+			cut = i
+		}
+	}
+	if cut < 0 {
+		t.Fatal("no write to region table 2")
+	}
+	g := newRWFile(img)
+	for _, o := range f.ops[:cut] {
+		g.apply(o)
+	}
+	if bytes.Equal(g.bytesAt(192<<10, 64<<10), g.bytesAt(256<<10, 64<<10)) {
+		t.Fatal("the tables are equal at the cut")
+	}
+	y, err := vhdx.Open("/c/top.vhdx", g, vhdx.Options{})
+	if err != nil {
+		t.Fatalf("read-write open at the cut: %v", err)
+	}
+	if ps := y.Check(); len(ps) > 0 || y.Size() != l.size {
+		t.Fatalf("at the cut: size %d, %v", y.Size(), ps)
+	}
+	if got, want := readLayer(t, y, nil, 0, 8<<20), expect([]*tLayer{l}, 0, 8<<20); !bytes.Equal(got, want) {
+		t.Fatal("at the cut the disk does not read as before")
+	}
+	if _, err := y.Resize(size+1<<20, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	y.Close()
+	if !bytes.Equal(g.bytesAt(192<<10, 64<<10), g.bytesAt(256<<10, 64<<10)) {
+		t.Fatal("after the next resize the region tables still differ")
+	}
+	z, err := vhdx.Open("/c/top.vhdx", g, vhdx.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := z.Check(); len(ps) > 0 || z.Size() != size+1<<20 {
+		t.Fatalf("after the next resize: size %d, %v", z.Size(), ps)
+	}
+}
