@@ -34,12 +34,14 @@ import (
 //     block with something else after it is refused (vhd convert instead).
 //  3. Growing: the BAT entries of the new blocks are written (NOT_PRESENT,
 //     or ZERO past the end of a child's parent; a fixed file's new blocks
-//     FULLY_PRESENT, in space the file is extended over first), in place when the BAT region is large enough;
-//     else into a new BAT region past everything (a copy of the old entries
-//     and the new ones), synced, then region table 1, synced, then region
-//     table 2, synced. Each table has a checksum: a torn one is passed over
-//     for the other, which names a BAT that reads the same. Nothing reads the
-//     new entries before the size changes. Synced.
+//     FULLY_PRESENT, in space the file is extended over first), in place
+//     when the BAT region is large enough; else into a new BAT region past
+//     everything (a copy of the old entries and the new ones), synced, then
+//     region table 1, synced, then region table 2, synced, each written as
+//     the one sector that changes (the BAT entry and the checksum), which a
+//     power cut cannot tear. Between the two, both tables are valid and
+//     every reader uses table 1. Nothing reads the new entries before the
+//     size changes. Synced.
 //  4. The VirtualDiskSize metadata item (8 bytes in one sector, written in
 //     place), synced.
 //  5. Shrinking: the blocks past the new end become NOT_PRESENT, synced, and
