@@ -15,9 +15,9 @@ func cmdResize(args []string, stdout, stderr io.Writer) int {
 units; a VHD's a multiple of 512 up to 2040G, a VHDX's a multiple of its
 logical sector size up to 64T), or by +SIZE or -SIZE. Growing adds zeros at
 the end; a differencing disk may grow past its parent. Shrinking needs
---shrink and is refused while anything is stored past the new end (anything
-but zeros). The image must not be in use (a read-write mount). Resize the
-partitions and filesystems inside separately.`, stdout, stderr)
+--shrink and is refused while anything is stored past the new end. The
+image must not be in use (a read-write mount). Resize the partitions and
+filesystems inside separately.`, stdout, stderr)
 	shrink := c.fs.Bool("shrink", false, "allow a smaller size (refused while data lies past it)")
 	parent := c.fs.String("parent", "", "use `PATH` as the image's parent instead of its locators (its unique id must still match)")
 	pos, code, ok := c.parse(args)

@@ -32,6 +32,7 @@ func TestResizeCommand(t *testing.T) {
 		{[]string{"resize", "--shrink", img, "-4M"}, 0, 12 << 20, "-> 12582912 bytes"},
 		{[]string{"resize", img, "12M"}, 0, 12 << 20, "already"},
 		{[]string{"resize", img, "12345"}, 2, 12 << 20, "not a multiple of 512"},
+		{[]string{"resize", img, "3T"}, 1, 12 << 20, "(2040 GiB)"}, // a VHDX could
 	} {
 		code, out, e := runVHD(c.args...)
 		if code != c.code || !strings.Contains(out+e, c.msg) {
