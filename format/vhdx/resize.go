@@ -16,7 +16,8 @@ import (
 // it are made ZERO rather than NOT_PRESENT, so that readers that look for a
 // child's NOT_PRESENT blocks in the parent even past its end (7-Zip) read
 // zeros there. Resize must not run concurrently with other calls on the
-// layer.
+// layer, and does not call the NotifyAlloc callbacks (the blocks it
+// releases lie past the new end).
 //
 // No log is used; the order of the steps makes every crash leave a file
 // that opens, checks clean and reads as the old or the new disk:
