@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	lay "github.com/vhdmount/vhdmount/format/layer"
 	"github.com/vhdmount/vhdmount/format/vhdx"
 	"github.com/vhdmount/vhdmount/internal/testenv"
 )
@@ -26,6 +27,9 @@ func mutateModel(t *testing.T, path string, model []byte, rng *rand.Rand, n int)
 		ln := 1 + rng.IntN(600000)
 		off := rng.Int64N(int64(len(model) - ln))
 		if rng.IntN(5) == 0 {
+			// Long enough to cover whole blocks: ZERO blocks in a child.
+			ln = min(1+rng.IntN(3<<20), len(model)/2)
+			off = rng.Int64N(int64(len(model) - ln))
 			if err := d.Discard(off, int64(ln)); err != nil {
 				t.Fatal(err)
 			}
@@ -103,6 +107,19 @@ func TestCommitVHDX(t *testing.T) {
 					t.Fatal(err)
 				}
 				mutateModel(t, child, model, rng, 30)
+				// Whole blocks discarded over a parent with data: ZERO.
+				cd, err := Open(child, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cd.Discard(4<<20, 4<<20); err != nil {
+					t.Fatal(err)
+				}
+				cd.Close()
+				clear(model[4<<20 : 8<<20])
+				if zeroRuns(t, child) == 0 {
+					t.Error("the child has no ZERO block: the test does not cover them")
+				}
 				var calls int
 				res, err := Commit(child, CommitOptions{Progress: func(done, total int64) { calls++ }})
 				if err != nil {
@@ -231,4 +248,31 @@ func TestCommitVHDXSiblings(t *testing.T) {
 		t.Fatal("the parent does not read as the model")
 	}
 	checkClean(t, parent)
+}
+
+// zeroRuns counts the runs of the VHDX file at path that read zeros
+// without falling through (ZERO, UNMAPPED, UNDEFINED blocks).
+func zeroRuns(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := vhdx.Open(path, f, vhdx.Options{ReadOnly: true})
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	defer l.Close()
+	runs, err := l.Map(nil, 0, l.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range runs {
+		if r.State == lay.Zero {
+			n++
+		}
+	}
+	return n
 }
