@@ -204,6 +204,17 @@ func (l *Layer) rewrite(nf *os.File, belowHasData func(off, n int64) bool, progr
 		}
 		return nil
 	}
+	// sparse writes the non-zero 4 KiB pages of p: the rest stays holes.
+	sparse := func(p []byte, off int64, what string) error {
+		for a := 0; a < len(p); a += 4096 {
+			if q := p[a:min(a+4096, len(p))]; !isZero(q) {
+				if err := w(q, off+int64(a), what); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
 	// Metadata: the same items, in the table's order.
 	var items []metaItem
 	var total int64
@@ -261,13 +272,13 @@ func (l *Layer) rewrite(nf *os.File, belowHasData func(off, n int64) bool, progr
 	})
 	copy(hs[region1Off:], rt)
 	copy(hs[region2Off:], rt)
-	if err := w(hs, 0, "header section"); err != nil {
+	if err := sparse(hs, 0, "header section"); err != nil {
 		return 0, err
 	}
 	if err := l.step("metadata"); err != nil {
 		return 0, err
 	}
-	if err := w(meta, createMetaOff, "metadata"); err != nil {
+	if err := sparse(meta, createMetaOff, "metadata"); err != nil {
 		return 0, err
 	}
 	entry := func(idx int64, e uint64) error {
