@@ -1,8 +1,11 @@
 package vhdx_test
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -125,4 +128,190 @@ type zeroReader struct{}
 func (zeroReader) ReadAt(p []byte, off int64) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// infoOf opens path read-only and returns its Info.
+func infoOf(t *testing.T, path string) *vhdx.Info {
+	t.Helper()
+	f := mustOpen(t, path)
+	defer f.Close()
+	l, err := vhdx.Open(path, f, vhdx.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// itemBytes returns the bytes of each metadata item, keyed by id and flags.
+func itemBytes(t *testing.T, in *vhdx.Info) map[string][]byte {
+	t.Helper()
+	b, err := os.ReadFile(in.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string][]byte{}
+	for _, it := range in.Metadata {
+		m[fmt.Sprintf("%s/%v/%v/%v", it.ID, it.IsUser, it.IsVirtualDisk, it.IsRequired)] = b[it.Off : it.Off+it.Length]
+	}
+	return m
+}
+
+// TestCompactBuilt compacts builder images (every block state: FULLY and
+// PARTIALLY_PRESENT with all kinds of sector bitmaps, ZERO, UNDEFINED,
+// UNMAPPED, NOT_PRESENT; blocks on both sides of chunk boundaries; user
+// metadata items; a pending log, which the read-write open replays), a
+// child first (over its parent, belowHasData from the builder's model) and
+// then the parent: the verification and the results read as the builder's
+// model of the chain, check clean, keep their metadata items byte for byte
+// and their DataWriteGuid (the child's parent_linkage still names the
+// compacted parent), get a new FileWriteGuid, have no log, and are no
+// larger. A child's block that reads zeros over the parent's data keeps
+// reading zeros, and one whose present sectors are zeros over nothing is
+// dropped.
+func TestCompactBuilt(t *testing.T) {
+	for i, c := range []struct {
+		lss int
+		bs  int64
+	}{{512, 1 << 20}, {4096, 1 << 20}, {512, 2 << 20}, {4096, 4 << 20}} {
+		t.Run(fmt.Sprint(c.lss, "-", c.bs>>20, "M"), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(i), 99))
+			dir := t.TempDir()
+			ratio := int64(1<<23) * int64(c.lss) / c.bs
+			size := (ratio+3)*c.bs + int64(c.lss) // past a chunk boundary, a partial last block
+			par := randomLayer(rng, "p.vhdx", 1, size, c.bs, c.lss, false)
+			par.defState = tNotPresent
+			ch := randomLayer(rng, "c.vhdx", 2, size, c.bs, c.lss, true)
+			ch.userItem, par.userItem = true, i%2 == 0
+			ch.states[0], par.states[0] = tFully, tFully
+			ch.pendingLog = i%2 == 1
+			link(rng, ch, par)
+			ch.locator = []tKV{{"parent_linkage", tGUIDText(par.dataWrite)}, {"relative_path", `.\p.vhdx`}}
+			if err := writeChain(rng, dir, []*tLayer{ch, par}); err != nil {
+				t.Fatal(err)
+			}
+			chain := []*tLayer{ch, par}
+			// The blocks compared: every block either layer stores or
+			// marks, the first and last, and some others.
+			blocks := map[int64]bool{0: true, size / c.bs: true}
+			for _, l := range chain {
+				for b := range l.states {
+					blocks[b] = true
+				}
+			}
+			for k := 0; k < 8; k++ {
+				blocks[rng.Int64N(size/c.bs+1)] = true
+			}
+			same := func(what string, read func(off, n int64) []byte, chain []*tLayer) {
+				t.Helper()
+				for b := range blocks {
+					off := b * c.bs
+					n := min(c.bs, size-off)
+					if got, want := read(off, n), expect(chain, off, n); !bytes.Equal(got, want) {
+						t.Fatalf("%s: block %d does not read as the model (first difference at %d)", what, b, off+firstDiff(got, want))
+					}
+				}
+			}
+			below := func(off, n int64) bool {
+				for b := off / c.bs; b*c.bs < off+n; b++ {
+					if s := par.state(b); s == tFully || s == tPartial {
+						return true
+					}
+				}
+				return false
+			}
+			compact := func(path string, belowHasData func(off, n int64) bool, under io.ReaderAt, model []*tLayer) {
+				t.Helper()
+				in0 := infoOf(t, path)
+				items0 := itemBytes(t, in0)
+				fi0, _ := os.Stat(path)
+				check := func(p string) {
+					t.Helper()
+					f := mustOpen(t, p)
+					defer f.Close()
+					l, err := vhdx.Open(p, f, vhdx.Options{ReadOnly: true})
+					if err != nil {
+						t.Fatal(err)
+					}
+					mustClean(t, l, p)
+					same(p, func(off, n int64) []byte { return readLayer(t, l, under, off, n) }, model)
+				}
+				l, f := openRW(t, path)
+				_, err := l.Compact(belowHasData, func(tmp string) error { check(tmp); return nil }, nil)
+				l.Close()
+				f.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(path)
+				in1 := infoOf(t, path)
+				cur := func(in *vhdx.Info) *vhdx.Header {
+					for _, h := range in.Headers {
+						if h.Current {
+							return h.Header
+						}
+					}
+					t.Fatal("no current header")
+					return nil
+				}
+				h0, h1 := cur(in0), cur(in1)
+				if h0.DataWriteGUID != h1.DataWriteGUID || h0.FileWriteGUID == h1.FileWriteGUID {
+					t.Errorf("%s: DataWriteGuid %s → %s, FileWriteGuid %s → %s", path, h0.DataWriteGUID, h1.DataWriteGUID, h0.FileWriteGUID, h1.FileWriteGUID)
+				}
+				if !h1.LogGUID.IsZero() || in1.Log.State != "empty" {
+					t.Errorf("%s: log %s after compaction", path, in1.Log.State)
+				}
+				items1 := itemBytes(t, in1)
+				if len(items1) != len(items0) {
+					t.Errorf("%s: %d metadata items, was %d", path, len(items1), len(items0))
+				}
+				for k, v := range items0 {
+					if !bytes.Equal(items1[k], v) {
+						t.Errorf("%s: metadata item %s changed", path, k)
+					}
+				}
+				if fi1, _ := os.Stat(path); fi1.Size() > fi0.Size() {
+					t.Errorf("%s grew: %d → %d bytes", path, fi0.Size(), fi1.Size())
+				}
+			}
+			parentReader := func() io.ReaderAt {
+				f := mustOpen(t, filepath.Join(dir, "p.vhdx"))
+				t.Cleanup(func() { f.Close() })
+				l, err := vhdx.Open(filepath.Join(dir, "p.vhdx"), f, vhdx.Options{ReadOnly: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return readerFunc(func(p []byte, off int64) (int, error) {
+					copy(p, readLayer(t, l, nil, off, int64(len(p))))
+					return len(p), nil
+				})
+			}
+			compact(filepath.Join(dir, "c.vhdx"), below, modelBelow(chain[1:]), chain)
+			compact(filepath.Join(dir, "p.vhdx"), func(int64, int64) bool { return false }, nil, chain[1:])
+			// The compacted child over the compacted parent.
+			f := mustOpen(t, filepath.Join(dir, "c.vhdx"))
+			defer f.Close()
+			cl, err := vhdx.Open(filepath.Join(dir, "c.vhdx"), f, vhdx.Options{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr := parentReader()
+			same("the compacted chain", func(off, n int64) []byte { return readLayer(t, cl, pr, off, n) }, chain)
+			ci, pi := infoOf(t, filepath.Join(dir, "c.vhdx")), infoOf(t, filepath.Join(dir, "p.vhdx"))
+			var lk string
+			for _, e := range ci.ParentLocator.Entries {
+				if e.Key == "parent_linkage" {
+					lk = e.Value
+				}
+			}
+			for _, h := range pi.Headers {
+				if h.Current && !strings.EqualFold(strings.Trim(lk, "{}"), h.Header.DataWriteGUID.String()) {
+					t.Errorf("the child's parent_linkage %s is not the compacted parent's DataWriteGuid %s", lk, h.Header.DataWriteGUID)
+				}
+			}
+		})
+	}
 }
