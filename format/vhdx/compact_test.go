@@ -8,8 +8,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vhdmount/vhdmount/format/vhdx"
@@ -313,5 +315,86 @@ func TestCompactBuilt(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCompactKilled kills (SIGKILL) a process compacting a dynamic file at
+// each step of the rewrite, the rename included: before the rename the
+// image is byte for byte as it was (a stray temporary file may stay); a
+// kill just before the rename leaves the old image, and after a
+// successful run the image reads as before.
+func TestCompactKilled(t *testing.T) {
+	if img := os.Getenv("VHDX_COMPACT_KILL_IMAGE"); img != "" {
+		step := os.Getenv("VHDX_COMPACT_KILL_AT")
+		vhdx.SetCompactStep(func(s string) error {
+			if s == step {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // wait for the signal
+			}
+			return nil
+		})
+		f, err := os.OpenFile(img, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := vhdx.Open(img, f, vhdx.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Compact(func(int64, int64) bool { return false }, func(string) error { return nil }, nil); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.vhdx")
+	if err := vhdx.Create(img, vhdx.CreateOptions{Size: 8 << 20, BlockSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	l, f := openRW(t, img)
+	want := make([]byte, 8<<20)
+	for _, b := range []int64{1, 4, 5, 4} { // block 4: data, then zeros
+		p := make([]byte, 1<<20)
+		if want[4<<20] == 0 || b != 4 {
+			for i := range p {
+				p[i] = byte(rng.Uint32() | 1)
+			}
+		}
+		if _, err := l.WriteAt(p, b<<20, zeroReader{}); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[b<<20:], p)
+	}
+	l.Close()
+	f.Close()
+	orig, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []string{"header", "metadata", "blocks", "size", "sync", "verify", "mode", "rename", ""} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCompactKilled$")
+		cmd.Env = append(os.Environ(), "VHDX_COMPACT_KILL_IMAGE="+img, "VHDX_COMPACT_KILL_AT="+step)
+		out, err := cmd.CombinedOutput()
+		if step != "" {
+			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("kill at %s: %v\n%s", step, err, out)
+			}
+			if now, _ := os.ReadFile(img); !bytes.Equal(now, orig) {
+				t.Fatalf("killed before %s: the image changed", step)
+			}
+		} else if err != nil {
+			t.Fatalf("compact: %v\n%s", err, out)
+		}
+		l, f := openRW(t, img)
+		mustClean(t, l, "after a kill before "+step)
+		if got := readLayer(t, l, nil, 0, 8<<20); !bytes.Equal(got, want) {
+			t.Fatalf("after a kill before %q the image does not read as written", step)
+		}
+		l.Close()
+		f.Close()
+	}
+	if now, _ := os.ReadFile(img); bytes.Equal(now, orig) || len(now) >= len(orig) {
+		t.Fatalf("the complete run did not compact the image (%d → %d bytes)", len(orig), len(now))
 	}
 }
