@@ -257,13 +257,41 @@ func TestCompactVHDX(t *testing.T) {
 			metaBefore := metaBytes(t, infoBefore)
 			stBefore, szBefore := hostStored(t, img)
 
+			// In use (a read-write open holds the locks): refused, untouched.
+			orig, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			busy := open(img)
+			if _, err := Compact(img, CompactOptions{}); err == nil || !strings.Contains(err.Error(), "in use") {
+				t.Errorf("compact of an image in use: %v", err)
+			}
+			busy.Close()
+			if now, _ := os.ReadFile(img); !bytes.Equal(now, orig) {
+				t.Fatal("a refused compaction changed the image")
+			}
+			// Through a symbolic link, with an unusual mode: the link stays,
+			// the image keeps its mode.
+			if err := os.Chmod(img, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			sym := filepath.Join(dir, "link.vhdx")
+			if err := os.Symlink("disk.vhdx", sym); err != nil {
+				t.Fatal(err)
+			}
 			var progress int64
-			res, err := Compact(img, CompactOptions{Progress: func(n int64) { progress += n }})
+			res, err := Compact(sym, CompactOptions{Progress: func(n int64) { progress += n }})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if progress != size {
 				t.Errorf("progress adds up to %d, want %d", progress, size)
+			}
+			if fi, err := os.Lstat(sym); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+				t.Errorf("the symbolic link was replaced: %v", err)
+			}
+			if fi, _ := os.Stat(img); fi.Mode().Perm() != 0o640 {
+				t.Errorf("mode %v after compaction, want 0640", fi.Mode().Perm())
 			}
 			stAfter, szAfter := hostStored(t, img)
 			if res.Before != stBefore || res.After != stAfter || res.FileBefore != szBefore || res.FileAfter != szAfter {
@@ -334,11 +362,10 @@ func TestCompactVHDX(t *testing.T) {
 					t.Fatalf("the child of the compacted file does not read as before (first difference at %d)", firstDiffAt(got, kidModel))
 				}
 			}
-			if ents, _ := os.ReadDir(dir); len(ents) > 3 {
-				for _, e := range ents {
-					if strings.Contains(e.Name(), "compact") {
-						t.Errorf("temporary file %s left", e.Name())
-					}
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				if strings.Contains(e.Name(), "compact") {
+					t.Errorf("temporary file %s left", e.Name())
 				}
 			}
 		})
