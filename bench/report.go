@@ -149,6 +149,8 @@ var targets = []struct {
 	{"convert-raw", "vhd-chain4", "qemu-img", 1 / 1.3, "earlier"},
 	{"seqread-1M-vhdx", "vhdmount-vhdx", "vhdmount", 0.9, "#9"},
 	{"seqread-1M-vhdx", "vhdmount-vhdx", "vhdimount-vhdx", 5, "#9"},
+	{"seqread-1M-vhdx", "vhdmount-vhdx", "ceiling", 0, ""},
+	{"seqread-1M-vhdx", "vhdimount-vhdx", "ceiling", 0, ""},
 	{"convert-raw-vhdx", "vhd-vhdx", "qemu-img-vhdx", 1, "#9"},
 	{"convert-vhdx", "vhd", "qemu-img", 1, "#10"},
 	{"randwrite-4k-direct-new-child-vhdx", "vhdmount-avhdx", "vhdmount-vhd-child", 0.7, "#10"},

@@ -63,6 +63,15 @@ func vhdxWorkloads(c *config, in *inputs, p peers, rep *report, opens *[]struct{
 	if p.vhdimount {
 		cs = append(cs, vhdimountContender("vhdimount-vhdx", c, vhdx))
 	}
+	// The minimal go-fuse server over the same data as a raw file (in the
+	// page cache too): what a FUSE server can do here at all, which bounds
+	// any ratio to vhdimount.
+	f, done, err = mountCeiling(c, in.raw)
+	if err != nil {
+		return fmt.Errorf("mounting the ceiling: %w", err)
+	}
+	atExit(done)
+	cs = append(cs, fixed("ceiling", target{file: f, drop: []string{f}}))
 	// The images stay in the page cache; disk.raw's is dropped: this
 	// measures the servers, as #9 asks.
 	measure(c, rep, workload{"seqread-1M-vhdx", "MiB/s", true, cs, func(_ int, _ string, t target) (float64, error) {

@@ -1,16 +1,12 @@
 package format
 
 import (
-	"bytes"
 	"errors"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/vhdmount/vhdmount/format/vhdx"
-	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
 // TestDiscardVHDX: Disk.Discard on a VHDX top layer (a dynamic file qemu-img
@@ -21,46 +17,13 @@ import (
 // qemu-img reads the dynamic file as the model, and a read-only disk
 // refuses.
 func TestDiscardVHDX(t *testing.T) {
-	_, err := exec.LookPath("qemu-img")
-	testenv.Require(t, err == nil, "qemu-img is not installed (qemu-utils)")
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.vhdx")
 	const size = 32 << 20
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=1M", base, "32M").CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img create: %v\n%s", err, out)
-	}
+	qemuDynamicVHDX(t, base, size)
 	rng := rand.New(rand.NewPCG(7, 8))
 	model := make([]byte, size)
 	fillRandom(rng, model)
-	open := func(path string) *Disk {
-		t.Helper()
-		d, err := Open(path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.ReadOnly() {
-			t.Fatalf("%s opened read-only", path)
-		}
-		return d
-	}
-	verify := func(path string) {
-		t.Helper()
-		d, err := Open(path, &Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		if ps := d.Check(); len(ps) > 0 {
-			t.Fatalf("check %s: %v", path, ps)
-		}
-		got := make([]byte, size)
-		if _, err := d.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, model) {
-			t.Fatalf("%s does not read as the model", path)
-		}
-	}
 	discard := func(d *Disk, off, n int64) {
 		t.Helper()
 		if err := d.Discard(off, n); err != nil {
@@ -69,7 +32,7 @@ func TestDiscardVHDX(t *testing.T) {
 		clear(model[off : off+n])
 	}
 
-	d := open(base)
+	d := openWritable(t, base)
 	if _, err := d.WriteAt(model, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -83,21 +46,15 @@ func TestDiscardVHDX(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	verify(base)
-	raw := filepath.Join(dir, "base.raw")
-	if out, err := exec.Command("qemu-img", "convert", "-f", "vhdx", "-O", "raw", base, raw).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert: %v\n%s", err, out)
-	}
-	if b, err := os.ReadFile(raw); err != nil || !bytes.Equal(b, model) {
-		t.Fatal("qemu-img reads the discarded VHDX differently")
-	}
+	readsAsModel(t, base, model)
+	qemuReadsAs(t, base, model)
 	baseSum := fileSum(t, base)
 
 	child := filepath.Join(dir, "child.avhdx")
 	if err := vhdx.Create(child, vhdx.CreateOptions{Parent: base}); err != nil {
 		t.Fatal(err)
 	}
-	d = open(child)
+	d = openWritable(t, child)
 	p := make([]byte, 3<<20)
 	fillRandom(rng, p)
 	if _, err := d.WriteAt(p, 12<<20+333); err != nil {
@@ -111,7 +68,7 @@ func TestDiscardVHDX(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	verify(child)
+	readsAsModel(t, child, model)
 	if fileSum(t, base) != baseSum {
 		t.Fatal("discards in the child changed the parent file")
 	}

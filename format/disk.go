@@ -201,18 +201,50 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 
 var runPool = sync.Pool{New: func() any { s := make([]lay.Run, 0, 16); return &s }}
 
+// piece is one read of a layer's file that readLayer issues.
+type piece struct {
+	l   lay.Layer
+	p   []byte
+	off int64 // in the layer's file
+}
+
+var piecePool = sync.Pool{New: func() any { s := make([]piece, 0, 16); return &s }}
+
+// A read that splits into several pieces of at least fanOutMin bytes in all
+// is issued by up to fanOutMax goroutines at once: a read of a chain draws
+// on several files in short runs, and one pread after the other would keep
+// a single request in flight while the files are cold.
+const (
+	fanOutMin = 128 << 10
+	fanOutMax = 4
+)
+
 // readLayer fills p with the content of the chain from layer i down at off.
 // One read is issued per run of bytes that come from the same file.
 func (d *Disk) readLayer(i int, p []byte, off int64) error {
+	pp := piecePool.Get().(*[]piece)
+	pieces, err := d.collect((*pp)[:0], i, p, off)
+	if err == nil {
+		err = readPieces(pieces, len(p))
+	}
+	clear(pieces) // keep no buffer alive in the pool
+	*pp = pieces[:0]
+	piecePool.Put(pp)
+	return err
+}
+
+// collect fills the parts of p that read zeros from layer i down at off and
+// appends a piece for each part stored in a file.
+func (d *Disk) collect(pieces []piece, i int, p []byte, off int64) ([]piece, error) {
 	if i >= len(d.layers) {
 		clear(p)
-		return nil
+		return pieces, nil
 	}
 	l := d.layers[i]
 	size := l.Size()
 	if off >= size { // a child larger than its parent reads zeros past the parent's end
 		clear(p)
-		return nil
+		return pieces, nil
 	}
 	if rest := size - off; int64(len(p)) > rest {
 		clear(p[rest:])
@@ -223,29 +255,70 @@ func (d *Disk) readLayer(i int, p []byte, off int64) error {
 	runs, err := l.Map((*rp)[:0], off, int64(len(p)))
 	*rp = runs[:0]
 	if err != nil {
-		return err
+		return pieces, err
 	}
 	var pos int64
 	for _, r := range runs {
 		if r.Len <= 0 || pos+r.Len > int64(len(p)) {
-			return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d returned a run of %d bytes at %d", l.Path(), len(p), off, r.Len, pos)
+			return pieces, fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d returned a run of %d bytes at %d", l.Path(), len(p), off, r.Len, pos)
 		}
 		chunk := p[pos : pos+r.Len]
 		switch r.State {
 		case lay.Data:
-			err = l.ReadData(chunk, r.FileOff)
+			pieces = append(pieces, piece{l, chunk, r.FileOff})
 		case lay.Zero:
 			clear(chunk)
 		default:
-			err = d.readLayer(i+1, chunk, off+pos)
-		}
-		if err != nil {
-			return err
+			if pieces, err = d.collect(pieces, i+1, chunk, off+pos); err != nil {
+				return pieces, err
+			}
 		}
 		pos += r.Len
 	}
 	if pos != int64(len(p)) {
-		return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d covered %d", l.Path(), len(p), off, pos)
+		return pieces, fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d covered %d", l.Path(), len(p), off, pos)
+	}
+	return pieces, nil
+}
+
+// readPieces reads every piece (n bytes in all), in parallel when there
+// are several and enough bytes to make it worth it; the first error wins.
+func readPieces(pieces []piece, n int) error {
+	if len(pieces) < 2 || n < fanOutMin {
+		for _, pc := range pieces {
+			if err := pc.l.ReadData(pc.p, pc.off); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	workers := min(len(pieces), fanOutMax)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 1; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = readEvery(pieces, w, workers)
+		}()
+	}
+	errs[0] = readEvery(pieces, 0, workers)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readEvery reads pieces[first], pieces[first+step], ...
+func readEvery(pieces []piece, first, step int) error {
+	for k := first; k < len(pieces); k += step {
+		pc := pieces[k]
+		if err := pc.l.ReadData(pc.p, pc.off); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ type memFile struct {
 	// fail, if set, is returned by ReadAt for reads touching [failOff, failOff+1).
 	fail    error
 	failOff int64
+	// failFrom, if positive, fails (with fail) every read ending past it.
+	failFrom int64
 }
 
 func newMemFile(name string, b []byte) *memFile { return &memFile{name: name, b: b} }
@@ -25,6 +27,9 @@ func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil && off <= m.failOff && m.failOff < off+int64(len(p)) {
+		return 0, m.fail
+	}
+	if m.fail != nil && m.failFrom > 0 && off+int64(len(p)) > m.failFrom {
 		return 0, m.fail
 	}
 	if off >= int64(len(m.b)) {

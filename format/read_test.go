@@ -222,3 +222,41 @@ func TestIOErrorPropagates(t *testing.T) {
 		t.Fatalf("got %v, want the injected error", err)
 	}
 }
+
+// TestFanOutReads: reads of a chain that split into many pieces across the
+// files (issued in parallel) return the model's bytes, and an error of any
+// one piece is returned, whichever goroutine read it.
+func TestFanOutReads(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	chain := []*tLayer{randomLayer(rng, 4, 8<<20, 64<<10, 3), randomLayer(rng, 4, 8<<20, 128<<10, 2), randomLayer(rng, 3, 8<<20, 256<<10, 1)}
+	fsys := chainFS(chain)
+	o := fsys.opts()
+	o.ReadOnly = true
+	d, err := Open("/img/layer0.vhd", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	want := flat(chain)
+	pieces, err := d.collect(nil, 0, make([]byte, 1<<20), 3<<20)
+	if err != nil || len(pieces) < 2*fanOutMax {
+		t.Fatalf("a 1 MiB read maps to %d pieces (%v): the chain does not exercise the parallel path", len(pieces), err)
+	}
+	for _, n := range []int{fanOutMin, 1 << 20, 3<<20 + 512} {
+		for _, off := range []int64{0, 512, 3 << 20, int64(len(want) - n)} {
+			got := make([]byte, n)
+			if _, err := d.ReadAt(got, off); err != nil && err != io.EOF {
+				t.Fatalf("read %d at %d: %v", n, off, err)
+			}
+			if !bytes.Equal(got, want[off:off+int64(n)]) {
+				t.Fatalf("read %d at %d differs from the model", n, off)
+			}
+		}
+	}
+	eio := errors.New("injected EIO")
+	base := fsys["/img/layer2.vhd"]
+	base.fail, base.failFrom = eio, int64(len(base.b))-(2<<20)
+	if _, err := d.ReadAt(make([]byte, 8<<20), 0); !errors.Is(err, eio) {
+		t.Fatalf("got %v, want the injected error", err)
+	}
+}

@@ -631,17 +631,7 @@ func TestWithoutFusermount(t *testing.T) {
 func TestUnprivilegedUser(t *testing.T) {
 	requireMount(t)
 	ns := newPrivateFuse(t, 0o666)
-	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := nobodyHome(t)
-	img := filepath.Join(home, "user.vhd")
-	os.WriteFile(img, src, 0o644)
-	os.Chown(img, nobody, nobody)
-	mnt := filepath.Join(home, "mnt")
-	os.Mkdir(mnt, 0o755)
-	os.Chown(mnt, nobody, nobody)
+	img, mnt := nobodysImage(t)
 	if out, err := ns.asNobody(bin("vhdmount"), img, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("vhdmount as nobody: %v: %s", err, out)
 	}
@@ -686,17 +676,7 @@ func TestUnprivilegedUser(t *testing.T) {
 func TestFusermountFailure(t *testing.T) {
 	requireMount(t)
 	ns := newPrivateFuse(t, 0o600)
-	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := nobodyHome(t)
-	img := filepath.Join(home, "user.vhd")
-	os.WriteFile(img, src, 0o644)
-	os.Chown(img, nobody, nobody)
-	mnt := filepath.Join(home, "mnt")
-	os.Mkdir(mnt, 0o755)
-	os.Chown(mnt, nobody, nobody)
+	img, mnt := nobodysImage(t)
 	try := func(want []string, args ...string) {
 		t.Helper()
 		for _, fg := range [][]string{nil, {"-f"}} {
@@ -830,4 +810,22 @@ func (p *privateFuse) close(t *testing.T) {
 	p.holder.Process.Kill()
 	p.holder.Wait()
 	p.checkHostFuse(t)
+}
+
+// nobodysImage copies the corpus's ext2.vhd into a home of nobody's, with a
+// mount point beside it, both owned by nobody.
+func nobodysImage(t *testing.T) (img, mnt string) {
+	t.Helper()
+	src, err := os.ReadFile(corpusImage(t, "real/dfvfs/ext2.vhd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := nobodyHome(t)
+	img = filepath.Join(home, "user.vhd")
+	os.WriteFile(img, src, 0o644)
+	os.Chown(img, nobody, nobody)
+	mnt = filepath.Join(home, "mnt")
+	os.Mkdir(mnt, 0o755)
+	os.Chown(mnt, nobody, nobody)
+	return img, mnt
 }

@@ -113,21 +113,7 @@ func TestVHDXFilesystemRoundTrip(t *testing.T) {
 			if parent != "" {
 				parentSum, _ = sha256File(t, parent)
 			}
-			src := tempDir(t)
-			want := makeTree(t, src, uint64(70+i))
-			m := mountImage(t, img)
-			mustRun(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.file)
-			fsdir := loopMount(t, m.file, "rw")
-			mustRun(t, "cp", "-a", src+"/.", fsdir)
-			loopUnmount(t, fsdir)
-			m.unmount(t)
-
-			m = mountImage(t, img)
-			mustRun(t, "e2fsck", "-fn", m.file)
-			fsdir = loopMount(t, m.file, "ro")
-			checkTree(t, fsdir, want)
-			loopUnmount(t, fsdir)
-			m.unmount(t)
+			ext4RoundTrip(t, img, uint64(70+i))
 
 			checkClean(t, img)
 			ours := flatView(t, img)

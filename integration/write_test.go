@@ -125,21 +125,7 @@ func TestFilesystemRoundTrip(t *testing.T) {
 				parentSum, _ = sha256File(t, parent)
 				mustRun(t, bin("vhd"), "create", "--parent", parent, img)
 			}
-			src := tempDir(t)
-			want := makeTree(t, src, 7)
-			m := mountImage(t, img)
-			mustRun(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.file)
-			fsdir := loopMount(t, m.file, "rw")
-			mustRun(t, "cp", "-a", src+"/.", fsdir)
-			loopUnmount(t, fsdir)
-			m.unmount(t)
-
-			m = mountImage(t, img)
-			mustRun(t, "e2fsck", "-fn", m.file)
-			fsdir = loopMount(t, m.file, "ro")
-			checkTree(t, fsdir, want)
-			loopUnmount(t, fsdir)
-			m.unmount(t)
+			ext4RoundTrip(t, img, 7)
 
 			checkClean(t, img)
 			ours := flatView(t, img)
@@ -582,4 +568,26 @@ func TestIOErrorReported(t *testing.T) {
 			t.Errorf("log file does not append the I/O error:\n%s", b)
 		}
 	})
+}
+
+// ext4RoundTrip makes an ext4 filesystem in the mounted image, copies a
+// tree made from seed into it through a loop device, unmounts, mounts the
+// image again, and checks the filesystem (e2fsck) and the tree.
+func ext4RoundTrip(t *testing.T, img string, seed uint64) {
+	t.Helper()
+	src := tempDir(t)
+	want := makeTree(t, src, seed)
+	m := mountImage(t, img)
+	mustRun(t, "mkfs.ext4", "-q", "-F", "-E", "nodiscard", m.file)
+	fsdir := loopMount(t, m.file, "rw")
+	mustRun(t, "cp", "-a", src+"/.", fsdir)
+	loopUnmount(t, fsdir)
+	m.unmount(t)
+
+	m = mountImage(t, img)
+	mustRun(t, "e2fsck", "-fn", m.file)
+	fsdir = loopMount(t, m.file, "ro")
+	checkTree(t, fsdir, want)
+	loopUnmount(t, fsdir)
+	m.unmount(t)
 }

@@ -60,4 +60,19 @@ for f in base.vhd child.vhd; do
 	say "vhd check: $("$BIN/vhd" check "$f")"
 done
 "$BIN/vhd" info child.vhd | grep -E "^layer|found via|allocated:" | sed 's/^/  /'
+
+# The same disk as a VHDX, with a Hyper-V style checkpoint (AVHDX) over it.
+"$BIN/vhd" convert -O vhdx base.vhd base.vhdx 2>/dev/null
+"$BIN/vhd" create --parent base.vhdx checkpoint.avhdx >/dev/null
+"$BIN/vhdmount" checkpoint.avhdx m
+mount -o loop m/disk.raw fs
+echo "written into the checkpoint" > fs/docs/checkpoint.txt
+umount fs; umount m
+"$BIN/vhdmount" --ro checkpoint.avhdx m
+mount -o loop,ro m/disk.raw fs
+say "converted base.vhd to base.vhdx, took the checkpoint checkpoint.avhdx over it and wrote into it:"
+say "checkpoint sees: $(cat fs/docs/hello.txt), $(cat fs/docs/checkpoint.txt)"
+[ "$(sha256sum < fs/docs/random.bin | cut -c1-16)" = "$sum_random" ] || { echo "demo: random.bin differs in the checkpoint"; exit 1; }
+umount fs; umount m
+say "vhd check: $("$BIN/vhd" check checkpoint.avhdx)"
 echo "demo done; cleaning up"

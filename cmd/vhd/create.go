@@ -57,19 +57,10 @@ file.`, stdout, stderr)
 	}
 	o := format.CreateOptions{Parent: *parent}
 	var err error
-	if *parent != "" {
-		switch {
-		case set["t"]:
-			return c.usageErr("-t does not apply to a differencing disk (--parent)")
-		case len(pos) == 2:
-			return c.usageErr("a differencing disk gets its parent's size; give no SIZE")
-		case len(pos) != 1:
-			return c.usageErr("want IMAGE, got %d arguments", len(pos))
-		}
-	} else {
-		if len(pos) != 2 {
-			return c.usageErr("want IMAGE and SIZE, got %d arguments", len(pos))
-		}
+	if code, bad := createArgs(c, *parent != "", set, pos); bad {
+		return code
+	}
+	if *parent == "" {
 		switch *typ {
 		case "fixed":
 			o.Type = format.TypeFixed
@@ -115,19 +106,10 @@ func createVHDX(c *command, pos []string, typ, bs string, ss int, parent string,
 	if azure {
 		return c.usageErr("--azure applies only to a VHD: Azure takes fixed VHDs only")
 	}
-	if parent != "" {
-		switch {
-		case set["t"]:
-			return c.usageErr("-t does not apply to a differencing disk (--parent)")
-		case len(pos) == 2:
-			return c.usageErr("a differencing disk gets its parent's size; give no SIZE")
-		case len(pos) != 1:
-			return c.usageErr("want IMAGE, got %d arguments", len(pos))
-		}
-	} else {
-		if len(pos) != 2 {
-			return c.usageErr("want IMAGE and SIZE, got %d arguments", len(pos))
-		}
+	if code, bad := createArgs(c, parent != "", set, pos); bad {
+		return code
+	}
+	if parent == "" {
 		switch typ {
 		case "fixed":
 			o.Fixed = true
@@ -193,4 +175,21 @@ func azureSize(size int64, stderr io.Writer) (int64, error) {
 		fmt.Fprintf(stderr, "vhd: --azure: size rounded up from %d to %d bytes (%s), a whole MiB\n", size, r, humanSize(r))
 	}
 	return r, nil
+}
+
+// createArgs checks the arguments of create that VHD and VHDX share: a
+// differencing disk (child) takes IMAGE alone and no -t, another IMAGE and
+// SIZE. bad says a usage error was reported, with its exit code.
+func createArgs(c *command, child bool, set map[string]bool, pos []string) (code int, bad bool) {
+	switch {
+	case child && set["t"]:
+		return c.usageErr("-t does not apply to a differencing disk (--parent)"), true
+	case child && len(pos) == 2:
+		return c.usageErr("a differencing disk gets its parent's size; give no SIZE"), true
+	case child && len(pos) != 1:
+		return c.usageErr("want IMAGE, got %d arguments", len(pos)), true
+	case !child && len(pos) != 2:
+		return c.usageErr("want IMAGE and SIZE, got %d arguments", len(pos)), true
+	}
+	return 0, false
 }

@@ -347,7 +347,7 @@ func copyDisk(ctx context.Context, src Source, dst io.WriterAt, all bool, progre
 			buf := make([]byte, copyChunk)
 			for j := range jobs {
 				p := buf[:j.n]
-				if _, err := src.ReadAt(p, j.off); err != nil && err != io.EOF {
+				if err := readFull(src, p, j.off); err != nil {
 					errc <- &readError{err}
 					return
 				}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -163,6 +164,54 @@ func TestConvertErrors(t *testing.T) {
 	if err := Convert(context.Background(), src, dst, Options{Output: Fixed, BlockSize: 1 << 20}); err == nil {
 		t.Error("block size with a fixed output accepted")
 	}
+}
+
+// TestConvertShortRead: a source that returns fewer bytes than asked (a
+// file that shrank during the copy) fails the conversion with that reason;
+// it never writes what the buffer held before.
+func TestConvertShortRead(t *testing.T) {
+	dir := t.TempDir()
+	for _, out := range []Output{Raw, Fixed, Dynamic, VHDX} {
+		src := &shortSource{memSource: model(), at: 5 << 20}
+		dst := filepath.Join(dir, "dst")
+		err := Convert(context.Background(), src, dst, Options{Output: out, Replace: true})
+		if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("output %d: err %v, want a short read", out, err)
+		}
+		onlyFiles(t, dir)
+	}
+	// A raw file cut short while open: its name and the reason.
+	p := filepath.Join(dir, "raw")
+	if err := os.WriteFile(p, make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, _, closeSrc, err := OpenSource(p, InputRaw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSrc()
+	if err := os.Truncate(p, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 2<<20)
+	if _, err := s.ReadAt(b, 0); err == nil || !strings.Contains(err.Error(), p+": ends at 1048576 bytes") {
+		t.Errorf("read of a shrunk raw file: %v", err)
+	}
+}
+
+// shortSource returns short reads (io.EOF) from offset at on.
+type shortSource struct {
+	*memSource
+	at int64
+}
+
+func (s *shortSource) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > s.at {
+		n := max(0, int(s.at-off))
+		copy(p[:n], s.b[off:])
+		return n, io.EOF
+	}
+	return s.memSource.ReadAt(p, off)
 }
 
 // TestRawSource: a raw file that is not a whole number of sectors reads

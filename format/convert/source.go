@@ -150,10 +150,26 @@ func (r *rawSource) Size() int64 { return r.size }
 func (r *rawSource) ReadAt(p []byte, off int64) (int, error) {
 	n, err := r.f.ReadAt(p, off)
 	if err == io.EOF && off+int64(len(p)) <= r.size {
+		if off+int64(n) < r.fileSize {
+			return n, fmt.Errorf("%s: ends at %d bytes, was %d when the copy began (did it shrink?)", r.f.Name(), off+int64(n), r.fileSize)
+		}
 		clear(p[n:]) // the zero padding to a whole sector
 		return len(p), nil
 	}
 	return n, err
+}
+
+// readFull reads exactly len(p) bytes at off: a short read (a source that
+// shrank while it was copied) is an error, never stale bytes in p.
+func readFull(src io.ReaderAt, p []byte, off int64) error {
+	n, err := src.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = fmt.Errorf("short read: %d of %d bytes at offset %d: %w", n, len(p), off, io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 func (r *rawSource) Extent(off int64) (bool, int64) {

@@ -72,7 +72,7 @@ func copyToVHDX(ctx context.Context, src Source, w *vhdx.Writer, f io.WriterAt, 
 			buf := make([]byte, chunk)
 			for j := range jobs {
 				p := buf[:j.n]
-				if _, err := src.ReadAt(p, j.off); err != nil && err != io.EOF {
+				if err := readFull(src, p, j.off); err != nil {
 					fail(&readError{err})
 					return
 				}

@@ -87,6 +87,28 @@ type logReader struct {
 	bad   map[int64]bool
 	work  int64 // bytes checksummed so far
 	limit int64
+
+	// chains maps a valid entry's offset to where its run of consecutive
+	// entries ends; preds counts the entries whose successor an entry is.
+	// merged says some entry is the successor of two (only in a hostile or
+	// strangely overwritten log): runs then share tails and a tail's place
+	// in a run is checked by walking it.
+	chains map[int64]chainPos
+	preds  map[int64]int
+	merged bool
+	steps  int64 // entries stepped over by the search, bounded
+	// lookups counts calls of entry (for tests).
+	lookups int64
+}
+
+// chainPos places an entry in its run: the offset of the run's last entry
+// (its head) and how many entries lie after it up to the head.
+type chainPos struct{ head, dist int64 }
+
+func newLogReader(l *Layer, buf []byte, guid GUID) *logReader {
+	ll := int64(len(buf))
+	return &logReader{l: l, buf: buf, guid: guid, memo: map[int64]*logEntry{}, bad: map[int64]bool{},
+		limit: 4*ll + 16*miB, chains: map[int64]chainPos{}, preds: map[int64]int{}}
 }
 
 // at returns bytes [off, off+n) of the circular log.
@@ -103,6 +125,7 @@ func (r *logReader) at(off, n int64) []byte {
 
 // entry returns the valid entry at log offset off, or nil.
 func (r *logReader) entry(off int64) (*logEntry, error) {
+	r.lookups++
 	if e, ok := r.memo[off]; ok {
 		return e, nil
 	}
@@ -189,6 +212,77 @@ func (r *logReader) parse(off int64) (*logEntry, error) {
 	return e, nil
 }
 
+// next returns the entry after e in its run (the valid entry right after
+// it with the next sequence number), or nil.
+func (r *logReader) next(e *logEntry) (*logEntry, error) {
+	n, err := r.entry((e.off + e.length) % int64(len(r.buf)))
+	if err != nil || n == nil || n.seq != e.seq+1 {
+		return nil, err
+	}
+	return n, nil
+}
+
+// chainOf places the valid entry at off in its run. Each entry is placed
+// once: the search stays linear in the entries of the log.
+func (r *logReader) chainOf(off int64) (chainPos, error) {
+	var path []int64
+	var end chainPos
+	for cur := off; ; {
+		if p, ok := r.chains[cur]; ok {
+			end = p
+			break
+		}
+		e := r.memo[cur]
+		n, err := r.next(e)
+		if err != nil {
+			return chainPos{}, err
+		}
+		path = append(path, cur)
+		if n == nil || int64(len(path)) > int64(len(r.buf))/logSector {
+			r.chains[cur] = chainPos{head: cur}
+			end = chainPos{head: cur}
+			path = path[:len(path)-1]
+			break
+		}
+		if r.preds[n.off]++; r.preds[n.off] > 1 {
+			r.merged = true
+		}
+		cur = n.off
+	}
+	for i := len(path) - 1; i >= 0; i-- {
+		end.dist++
+		r.chains[path[i]] = end
+	}
+	return r.chains[off], nil
+}
+
+// inRun says whether the entry at tail lies in the run that starts at the
+// entry at start (placed at sp).
+func (r *logReader) inRun(start int64, sp chainPos, tail int64) (bool, error) {
+	te, err := r.entry(tail)
+	if err != nil || te == nil {
+		return false, err
+	}
+	tp, err := r.chainOf(tail)
+	if err != nil || tp.head != sp.head || tp.dist > sp.dist {
+		return false, err
+	}
+	if !r.merged {
+		return true, nil // one run leads to each head: tail is on it
+	}
+	e := r.memo[start]
+	for k := sp.dist - tp.dist; k > 0; k-- {
+		if r.steps++; r.steps > 4*int64(len(r.buf))/logSector+1<<20 {
+			return false, ferr(r.l.path, int64(r.l.headers[r.l.cur].LogOffset)+start, "log entry", layer.ErrCorrupt,
+				"the log holds too many entangled runs of entries to search")
+		}
+		if e, err = r.next(e); err != nil || e == nil {
+			return false, err
+		}
+	}
+	return e.off == tail, nil
+}
+
 // activeSequence finds the active sequence as [MS-VHDX] 2.3.3 describes:
 // scanning from each candidate tail, the longest run of valid entries with
 // consecutive sequence numbers whose head names a tail inside it; the one
@@ -196,37 +290,31 @@ func (r *logReader) parse(off int64) (*logEntry, error) {
 // the head's tail to the head.
 func (r *logReader) activeSequence() ([]*logEntry, error) {
 	ll := int64(len(r.buf))
-	var best []*logEntry
+	var best *logEntry // the winning head
 	cur, old := int64(0), int64(0)
 	for iter := int64(0); iter <= ll/logSector+1; iter++ {
-		var seq []*logEntry
-		head := cur
-		for int64(len(seq)) <= ll/logSector {
-			e, err := r.entry(head)
+		e, err := r.entry(cur)
+		if err != nil {
+			return nil, err
+		}
+		ok := false
+		var after int64
+		if e != nil {
+			sp, err := r.chainOf(cur)
 			if err != nil {
 				return nil, err
 			}
-			if e == nil || (len(seq) > 0 && e.seq != seq[len(seq)-1].seq+1) {
-				break
+			h := r.memo[sp.head]
+			after = (h.off + h.length) % ll
+			if ok, err = r.inRun(cur, sp, h.tail); err != nil {
+				return nil, err
 			}
-			seq = append(seq, e)
-			head = (head + e.length) % ll
-		}
-		ok := false
-		if len(seq) > 0 {
-			h := seq[len(seq)-1]
-			for i, e := range seq {
-				if e.off == h.tail {
-					ok = true
-					if best == nil || h.seq > best[len(best)-1].seq {
-						best = seq[i:]
-					}
-					break
-				}
+			if ok && (best == nil || h.seq > best.seq) {
+				best = h
 			}
 		}
 		if ok {
-			cur = head
+			cur = after
 		} else {
 			cur = (cur + logSector) % ll
 		}
@@ -235,7 +323,21 @@ func (r *logReader) activeSequence() ([]*logEntry, error) {
 		}
 		old = cur
 	}
-	return best, nil
+	if best == nil {
+		return nil, nil
+	}
+	var seq []*logEntry
+	for e := r.memo[best.tail]; ; {
+		seq = append(seq, e)
+		if e == best || int64(len(seq)) > ll/logSector {
+			break
+		}
+		var err error
+		if e, err = r.next(e); err != nil || e == nil {
+			return nil, fmt.Errorf("vhdx: %s: BUG: the log's active sequence lost its way", r.l.path)
+		}
+	}
+	return seq, nil
 }
 
 // replayLog finds the active log sequence and replays it in memory.
@@ -254,7 +356,7 @@ func (l *Layer) replayLog() (*replayState, error) {
 	if err := l.readRaw(buf, lo, "log"); err != nil {
 		return nil, err
 	}
-	r := &logReader{l: l, buf: buf, guid: h.LogGUID, memo: map[int64]*logEntry{}, bad: map[int64]bool{}, limit: 4*ll + 16*miB}
+	r := newLogReader(l, buf, h.LogGUID)
 	seq, err := r.activeSequence()
 	if err != nil {
 		return nil, err

@@ -117,14 +117,20 @@ func (f *sparseFile) fixCRC(off, size int64) {
 }
 
 func (f *sparseFile) ReadAt(b []byte, off int64) (int, error) {
+	return readPages(f.pages, f.size, b, off)
+}
+
+// readPages reads a file of size bytes kept as 4 KiB pages (missing pages
+// read zeros), as ReadAt does.
+func readPages(pages map[int64][]byte, size int64, b []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("negative offset")
 	}
 	n := 0
-	for n < len(b) && off+int64(n) < f.size {
+	for n < len(b) && off+int64(n) < size {
 		o := off + int64(n)
-		k := min(int64(len(b)-n), 4096-o%4096, f.size-o)
-		if p := f.pages[o/4096]; p != nil {
+		k := min(int64(len(b)-n), 4096-o%4096, size-o)
+		if p := pages[o/4096]; p != nil {
 			copy(b[n:n+int(k)], p[o%4096:])
 		} else {
 			clear(b[n : n+int(k)])

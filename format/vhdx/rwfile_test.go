@@ -110,24 +110,7 @@ func (f *rwFile) PunchHole(off, n int64) error {
 func (f *rwFile) ReadAt(b []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if off < 0 {
-		return 0, errors.New("negative offset")
-	}
-	n := 0
-	for n < len(b) && off+int64(n) < f.size {
-		o := off + int64(n)
-		k := min(int64(len(b)-n), 4096-o%4096, f.size-o)
-		if p := f.pages[o/4096]; p != nil {
-			copy(b[n:n+int(k)], p[o%4096:])
-		} else {
-			clear(b[n : n+int(k)])
-		}
-		n += int(k)
-	}
-	if n < len(b) {
-		return n, io.EOF
-	}
-	return n, nil
+	return readPages(f.pages, f.size, b, off)
 }
 
 func (f *rwFile) WriteAt(b []byte, off int64) (int, error) {
