@@ -6,16 +6,18 @@ import (
 	"strings"
 
 	"github.com/vhdmount/vhdmount/format"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 func cmdResize(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("resize", []string{"resize [--shrink] [--parent PATH] IMAGE [+|-]SIZE"},
-		`Change the virtual size of IMAGE to SIZE (64M, 10G...: binary units, a
-multiple of 512 up to 2040G), or by +SIZE or -SIZE. Growing adds zeros at the
-end; a differencing disk may grow past its parent. Shrinking needs --shrink
-and is refused while anything is stored past the new end. The image must not
-be in use (a read-write mount); VHDX images are not supported yet. Resize the
-partitions and filesystems inside separately.`, stdout, stderr)
+		`Change the virtual size of IMAGE (VHD or VHDX) to SIZE (64M, 10G...: binary
+units; a VHD's a multiple of 512 up to 2040G, a VHDX's a multiple of its
+logical sector size up to 64T), or by +SIZE or -SIZE. Growing adds zeros at
+the end; a differencing disk may grow past its parent. Shrinking needs
+--shrink and is refused while anything is stored past the new end. The
+image must not be in use (a read-write mount). Resize the partitions and
+filesystems inside separately.`, stdout, stderr)
 	shrink := c.fs.Bool("shrink", false, "allow a smaller size (refused while data lies past it)")
 	parent := c.fs.String("parent", "", "use `PATH` as the image's parent instead of its locators (its unique id must still match)")
 	pos, code, ok := c.parse(args)
@@ -26,9 +28,14 @@ partitions and filesystems inside separately.`, stdout, stderr)
 		return c.usageErr("want IMAGE and SIZE, got %d arguments", len(pos))
 	}
 	image, arg := pos[0], pos[1]
-	size, err := parseDiskSize(strings.TrimLeft(arg, "+-"))
-	if err != nil {
+	size, err := parseSize(strings.TrimLeft(arg, "+-"))
+	switch {
+	case err != nil:
 		return c.usageErr("size %v", err)
+	case size > vhdx.MaxSize:
+		return c.usageErr("size %s is larger than the VHDX limit of 64 TiB", arg)
+	case size%format.SectorSize != 0:
+		return c.usageErr("size %s (%d bytes) is not a multiple of 512", arg, size)
 	}
 	if arg[0] == '+' || arg[0] == '-' {
 		d, err := format.Open(image, &format.Options{ReadOnly: true, Parent: *parent})
@@ -42,8 +49,8 @@ partitions and filesystems inside separately.`, stdout, stderr)
 		} else {
 			size = cur - size
 		}
-		if size <= 0 || size > format.MaxVirtualSize {
-			return c.usageErr("size %s: the disk is %d bytes; %d is out of range (512 to 2040G)", arg, cur, size)
+		if size <= 0 || size > vhdx.MaxSize {
+			return c.usageErr("size %s: the disk is %d bytes; %d is out of range (512 to 64T)", arg, cur, size)
 		}
 	}
 	old, err := format.Resize(image, size, format.ResizeOptions{Shrink: *shrink, Open: &format.Options{Parent: *parent}})
