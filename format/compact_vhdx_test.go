@@ -371,12 +371,3 @@ func TestCompactVHDX(t *testing.T) {
 		})
 	}
 }
-
-func firstDiffAt(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
