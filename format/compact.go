@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/vhdmount/vhdmount/format/vhd"
+	"github.com/vhdmount/vhdmount/format/vhdx"
 )
 
 // CompactOptions control Compact.
@@ -26,19 +27,23 @@ type CompactResult = vhd.CompactResult
 // disk shows. The image is opened for writing, so an image in use (or a
 // damaged one) is refused.
 //
-// A dynamic or differencing image is rewritten beside itself: same footer
-// (unique id, size, creator, timestamps), same header and parent locators,
-// a BAT right after the header, then the blocks, in order and without gaps;
-// blocks that show only zeros (in a differencing disk: no sector present,
-// or only zero sectors over a parent that stores nothing there) are
-// dropped. The new file is read back and compared with the image, synced,
+// A dynamic or differencing image is rewritten beside itself: for a VHD,
+// the same footer (unique id, size, creator, timestamps), same header and
+// parent locators, a BAT right after the header, then the blocks, in order
+// and without gaps; for a VHDX, the same DataWriteGuid (children keep
+// matching), a new FileWriteGuid, no log, the same metadata items and
+// block size, then the blocks in order and without gaps (vhdx.Layer.Compact
+// says more). Blocks that show only zeros (in a differencing disk: no
+// sector present, or only zero sectors over a parent that stores nothing
+// there) are dropped. The new file is read back and compared with the image, synced,
 // given the image's mode, and renamed over it; until then the image is
 // untouched, so a crash leaves it as it was (and a stray temporary file
-// named .NAME.vhd-compact-*). An image with several hard links is refused
+// named .NAME.vhd-compact-* or .NAME.vhdx-compact-*). An image with several hard links is refused
 // (the rename would split them); a symbolic link is followed.
 //
-// A fixed image is compacted in place: its all-zero 4 KiB pages are punched
-// out of the file, which changes nothing it reads.
+// A fixed image is compacted in place: the all-zero 4 KiB pages of its data
+// are punched out of the file (never a structure), which changes nothing
+// it reads.
 func Compact(path string, o CompactOptions) (res CompactResult, err error) {
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		path = real
@@ -48,9 +53,6 @@ func Compact(path string, o CompactOptions) (res CompactResult, err error) {
 		*opts = *o.Open
 	}
 	opts.ReadOnly, opts.IgnoreChecksums = false, false
-	if err := refuseVHDX(opts, path, "compact"); err != nil {
-		return res, err
-	}
 	d, err := Open(path, opts)
 	if err != nil {
 		return res, err
@@ -62,11 +64,16 @@ func Compact(path string, o CompactOptions) (res CompactResult, err error) {
 			}
 		}
 	}()
+	verify := func(tmp string) error { return d.sameAs(tmp, opts) }
+	if xl, ok := d.w.(*vhdx.Layer); ok {
+		r, err := xl.Compact(d.belowHasData, verify, o.Progress)
+		return CompactResult{Before: r.Before, After: r.After, FileBefore: r.FileBefore, FileAfter: r.FileAfter, BlocksFreed: r.BlocksFreed}, err
+	}
 	l, err := d.vhdTop(path, "compact")
 	if err != nil {
 		return res, err
 	}
-	return l.Compact(d.belowHasData, func(tmp string) error { return d.sameAs(tmp, opts) }, o.Progress)
+	return l.Compact(d.belowHasData, verify, o.Progress)
 }
 
 // sameAs opens the compacted file (over the same parents) and compares

@@ -9,12 +9,14 @@ import (
 
 func cmdCompact(args []string, stdout, stderr io.Writer) int {
 	c := newCommand("compact", []string{"compact [--parent PATH] IMAGE"},
-		`Give back the space of IMAGE that holds nothing the disk shows. A dynamic or
-differencing image is rewritten beside itself without its all-zero blocks and
-without gaps, checked against the image, and renamed over it (same unique id,
-parent locators, mode); a fixed image gets its all-zero pages punched out in
-place. The image must not be in use (a read-write mount); VHDX images are not
-supported yet. Prints the bytes reclaimed.`, stdout, stderr)
+		`Give back the space of IMAGE (VHD or VHDX) that holds nothing the disk shows.
+A dynamic or differencing image is rewritten beside itself without its
+all-zero blocks and without gaps, checked against the image, and renamed over
+it; children keep working: a VHD keeps its unique id and parent locators, a
+VHDX its DataWriteGuid and metadata (its FileWriteGuid is new), and both keep
+their mode and owner. A fixed image gets the all-zero pages of its data
+punched out in place. The image must not be in use (a read-write mount); a
+pending VHDX log is replayed first. Prints the bytes reclaimed.`, stdout, stderr)
 	parent := c.fs.String("parent", "", "use `PATH` as the image's parent instead of its locators (its unique id must still match)")
 	pos, code, ok := c.parse(args)
 	if !ok {
