@@ -37,8 +37,9 @@ func withLinkage(kv []vhdx.LocatorEntry, p1, p2 vhdx.GUID) []vhdx.LocatorEntry {
 //
 // Identity: writing the parent gives it a new DataWriteGuid, which the
 // child must match at every instant. The new GUID G is chosen first; the
-// child's locator gets parent_linkage2 = G (parent_linkage kept) in its
-// crash-safe rewrite; then the parent is written (its header update, before
+// child's locator gets parent_linkage2 = G and parent_linkage = the
+// parent's DataWriteGuid now (which an earlier commit cut short may have
+// left matching only parent_linkage2) in its crash-safe rewrite; then the parent is written (its header update, before
 // the first data, gives it G, in its own alternating order), the data
 // copied and synced; the child is emptied (or removed); last, the child's
 // locator gets parent_linkage = G and loses parent_linkage2. Before the
@@ -145,8 +146,10 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	if err := pl.SetNextDataWriteGUID(g); err != nil {
 		return nil, err
 	}
-	old, _ := cl.ParentLinkage()
-	if _, err := cl.RewriteLocator(withLinkage(cl.Locator(), old, g)); err != nil {
+	// parent_linkage names the parent as it is now: after a crash of an
+	// earlier commit the child may match it only through parent_linkage2,
+	// which is about to name g instead.
+	if _, err := cl.RewriteLocator(withLinkage(cl.Locator(), pl.DataWriteGUID(), g)); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, commitChunk)
