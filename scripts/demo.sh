@@ -75,4 +75,10 @@ say "checkpoint sees: $(cat fs/docs/hello.txt), $(cat fs/docs/checkpoint.txt)"
 [ "$(sha256sum < fs/docs/random.bin | cut -c1-16)" = "$sum_random" ] || { echo "demo: random.bin differs in the checkpoint"; exit 1; }
 umount fs; umount m
 say "vhd check: $("$BIN/vhd" check checkpoint.avhdx)"
+"$BIN/vhd" commit checkpoint.avhdx >/dev/null
+"$BIN/vhdmount" --ro base.vhdx m
+mount -o loop,ro m/disk.raw fs
+say "vhd commit checkpoint.avhdx: base.vhdx alone now has docs/checkpoint.txt: \"$(cat fs/docs/checkpoint.txt)\"; the emptied checkpoint is still its child"
+umount fs; umount m
+say "vhd check: $("$BIN/vhd" check checkpoint.avhdx)"
 echo "demo done; cleaning up"
