@@ -166,19 +166,8 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 		pos := off0
 		for _, r := range runs {
 			if r.State == lay.Data {
-				for done := int64(0); done < r.Len; {
-					n := min(r.Len-done, int64(len(buf)))
-					if err := cl.ReadData(buf[:n], r.FileOff+done); err != nil {
-						return nil, err
-					}
-					if _, err := pd.WriteAt(buf[:n], pos+done); err != nil {
-						return nil, err
-					}
-					done += n
-					res.Bytes += n
-					if o.Progress != nil {
-						o.Progress(res.Bytes, total)
-					}
+				if err := copyRun(cl, pd, buf, r, pos, res, o.Progress, total); err != nil {
+					return nil, err
 				}
 			}
 			pos += r.Len
@@ -332,4 +321,25 @@ func isIn(p string, paths []string, infos []os.FileInfo) bool {
 		}
 	}
 	return false
+}
+
+// copyRun writes the Data run r of the child layer cl, at virtual offset
+// pos, into the parent disk pd through buf, adding to res.Bytes and
+// reporting progress against total.
+func copyRun(cl lay.Layer, pd *Disk, buf []byte, r lay.Run, pos int64, res *CommitResult, progress func(done, total int64), total int64) error {
+	for done := int64(0); done < r.Len; {
+		n := min(r.Len-done, int64(len(buf)))
+		if err := cl.ReadData(buf[:n], r.FileOff+done); err != nil {
+			return err
+		}
+		if _, err := pd.WriteAt(buf[:n], pos+done); err != nil {
+			return err
+		}
+		done += n
+		res.Bytes += n
+		if progress != nil {
+			progress(res.Bytes, total)
+		}
+	}
+	return nil
 }

@@ -157,19 +157,8 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	for _, r := range runs {
 		switch r.State {
 		case lay.Data:
-			for done := int64(0); done < r.Len; {
-				n := min(r.Len-done, int64(len(buf)))
-				if err := cl.ReadData(buf[:n], r.FileOff+done); err != nil {
-					return nil, err
-				}
-				if _, err := pd.WriteAt(buf[:n], pos+done); err != nil {
-					return nil, err
-				}
-				done += n
-				res.Bytes += n
-				if o.Progress != nil {
-					o.Progress(res.Bytes, total)
-				}
+			if err := copyRun(cl, pd, buf, r, pos, res, o.Progress, total); err != nil {
+				return nil, err
 			}
 		case lay.Zero:
 			if err := pd.Discard(pos, r.Len); err != nil {

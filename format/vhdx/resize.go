@@ -80,7 +80,7 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 			return old, err
 		}
 	}
-	if err := l.resizeHeader(size < old && l.hasParent); err != nil {
+	if err := l.sessionHeader(size < old && l.hasParent); err != nil {
 		return old, err
 	}
 	l.w.mu.Lock()
@@ -138,24 +138,6 @@ func (l *Layer) mendRegionTable2() error {
 		return err
 	}
 	return l.syncFile("copying region table 1 to 2")
-}
-
-// resizeHeader does the session's header update unless a write did it
-// already; newData gives the file a new DataWriteGuid as well.
-func (l *Layer) resizeHeader(newData bool) error {
-	w := l.w
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.headerDone {
-		return nil
-	}
-	if err := l.updateHeaders(newData); err != nil {
-		return err
-	}
-	// A later write of the session still needs its new DataWriteGuid
-	// unless this update gave one.
-	w.headerDone = newData
-	return nil
 }
 
 func (l *Layer) syncFile(after string) error {

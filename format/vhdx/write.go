@@ -233,17 +233,23 @@ func (l *Layer) writeFile(p []byte, off int64, what thing) error {
 }
 
 // firstWrite does the session's header update once, before the first write.
-func (l *Layer) firstWrite() error {
+func (l *Layer) firstWrite() error { return l.sessionHeader(true) }
+
+// sessionHeader does the session's header update unless a write did it
+// already; newData gives the file a new DataWriteGuid as well.
+func (l *Layer) sessionHeader(newData bool) error {
 	w := l.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.headerDone {
 		return nil
 	}
-	if err := l.updateHeaders(true); err != nil {
+	if err := l.updateHeaders(newData); err != nil {
 		return err
 	}
-	w.headerDone = true
+	// A later write of the session still needs its new DataWriteGuid
+	// unless this update gave one.
+	w.headerDone = newData
 	return nil
 }
 
