@@ -230,13 +230,7 @@ func openLocked(path string, opts *Options, why string) (*vhd.Layer, File, error
 // refuseVHDX refuses an operation that writes VHD structures on a VHDX
 // image.
 func refuseVHDX(opts *Options, path, what string) error {
-	f, err := opts.openFile(path, false)
-	if err != nil {
-		return nil // the open that follows reports it
-	}
-	defer f.Close()
-	var b [8]byte
-	if n, _ := f.ReadAt(b[:], 0); vhdx.Probe(b[:n]) {
+	if isVHDX(opts, path) {
 		return fmt.Errorf("vhd: %s: %w: %s is not supported for VHDX yet", path, ErrUnsupported, what)
 	}
 	return nil
