@@ -37,6 +37,8 @@ type Disk struct {
 
 	extMu sync.Mutex   // guards hints
 	hints []extentHint // per layer, for Extent
+
+	ra readahead // the files read ahead of a sequential reader
 }
 
 // Open opens the image at path and, for a differencing disk, its whole
@@ -167,6 +169,7 @@ func (d *Disk) MissingParent() error { return d.missing }
 
 // Close closes every file of the chain.
 func (d *Disk) Close() error {
+	d.ra.wg.Wait() // no advice is given through a closed file
 	var errs []error
 	for _, l := range d.layers {
 		if err := l.Close(); err != nil {
@@ -196,6 +199,7 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	if err := d.readLayer(0, p[:n], off); err != nil {
 		return 0, err
 	}
+	d.ra.note(d, off, int64(n))
 	return n, eof
 }
 
@@ -236,49 +240,65 @@ func (d *Disk) readLayer(i int, p []byte, off int64) error {
 // collect fills the parts of p that read zeros from layer i down at off and
 // appends a piece for each part stored in a file.
 func (d *Disk) collect(pieces []piece, i int, p []byte, off int64) ([]piece, error) {
+	err := d.walk(i, off, int64(len(p)), func(li int, r lay.Run, at int64) {
+		chunk := p[at-off : at-off+r.Len]
+		if li < 0 {
+			clear(chunk)
+			return
+		}
+		pieces = append(pieces, piece{d.layers[li], chunk, r.FileOff})
+	})
+	return pieces, err
+}
+
+// walk calls fn, in order, for every run of the chain's content from layer
+// i down over the n bytes at off: at is the run's virtual offset, li the
+// index of the layer whose file holds it, or -1 for a run that reads zeros
+// (a Zero run, or past the end of the chain or of a parent smaller than its
+// child).
+func (d *Disk) walk(i int, off, n int64, fn func(li int, r lay.Run, at int64)) error {
 	if i >= len(d.layers) {
-		clear(p)
-		return pieces, nil
+		fn(-1, lay.Run{Len: n}, off)
+		return nil
 	}
 	l := d.layers[i]
 	size := l.Size()
 	if off >= size { // a child larger than its parent reads zeros past the parent's end
-		clear(p)
-		return pieces, nil
+		fn(-1, lay.Run{Len: n}, off)
+		return nil
 	}
-	if rest := size - off; int64(len(p)) > rest {
-		clear(p[rest:])
-		p = p[:rest]
+	if rest := size - off; n > rest {
+		defer fn(-1, lay.Run{Len: n - rest}, off+rest)
+		n = rest
 	}
 	rp := runPool.Get().(*[]lay.Run)
 	defer runPool.Put(rp)
-	runs, err := l.Map((*rp)[:0], off, int64(len(p)))
+	runs, err := l.Map((*rp)[:0], off, n)
 	*rp = runs[:0]
 	if err != nil {
-		return pieces, err
+		return err
 	}
 	var pos int64
 	for _, r := range runs {
-		if r.Len <= 0 || pos+r.Len > int64(len(p)) {
-			return pieces, fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d returned a run of %d bytes at %d", l.Path(), len(p), off, r.Len, pos)
+		if r.Len <= 0 || pos+r.Len > n {
+			return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d returned a run of %d bytes at %d", l.Path(), n, off, r.Len, pos)
 		}
-		chunk := p[pos : pos+r.Len]
 		switch r.State {
 		case lay.Data:
-			pieces = append(pieces, piece{l, chunk, r.FileOff})
+			fn(i, r, off+pos)
 		case lay.Zero:
-			clear(chunk)
+			fn(-1, r, off+pos)
 		default:
-			if pieces, err = d.collect(pieces, i+1, chunk, off+pos); err != nil {
-				return pieces, err
+			if err := d.walk(i+1, off+pos, r.Len, fn); err != nil {
+				return err
 			}
 		}
 		pos += r.Len
 	}
-	if pos != int64(len(p)) {
-		return pieces, fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d covered %d", l.Path(), len(p), off, pos)
+	if pos != n {
+		return fmt.Errorf("vhd: %s: BUG: mapping of %d bytes at %d covered %d", l.Path(), n, off, pos)
 	}
-	return pieces, nil
+	return nil
 }
 
 // readPieces reads every piece (n bytes in all), in parallel when there

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package format
+
+const canAdvise = false
+
+func willNeed(f File, off, n int64) {}
