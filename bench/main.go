@@ -9,6 +9,7 @@
 //
 //	go run ./bench [-quick] [-reps N] [-dir DIR] [-json bench.json]
 //	go run ./bench serve-raw FILE MOUNTPOINT   (the ceiling server, used internally)
+//	go run ./bench serve-null SIZE MOUNTPOINT  (the null server, used internally)
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -63,6 +65,17 @@ func main() {
 	if len(os.Args) == 4 && os.Args[1] == "serve-raw" {
 		if err := serveRaw(os.Args[2], os.Args[3]); err != nil {
 			fmt.Fprintln(os.Stderr, "serve-raw:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 4 && os.Args[1] == "serve-null" {
+		size, err := strconv.ParseInt(os.Args[2], 10, 64)
+		if err == nil {
+			err = serveNull(size, os.Args[3])
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "serve-null:", err)
 			os.Exit(1)
 		}
 		return

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,7 +170,18 @@ func serverFor(dir string) bool {
 
 // mountCeiling serves raw through the minimal go-fuse server.
 func mountCeiling(c *config, raw string) (string, func(), error) {
-	mnt, err := newMountpoint(c, "ceiling")
+	return mountBenchServer(c, "ceiling", "serve-raw", raw)
+}
+
+// mountNull mounts the null server with a disk.raw of size bytes.
+func mountNull(c *config, size int64) (string, func(), error) {
+	return mountBenchServer(c, "null", "serve-null", fmt.Sprint(size))
+}
+
+// mountBenchServer runs this program's server sub (serve-raw or serve-null)
+// with arg on a new mount point.
+func mountBenchServer(c *config, name, sub, arg string) (string, func(), error) {
+	mnt, err := newMountpoint(c, name)
 	if err != nil {
 		return "", nil, err
 	}
@@ -177,7 +189,7 @@ func mountCeiling(c *config, raw string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command(self, "serve-raw", raw, mnt)
+	cmd := exec.Command(self, sub, arg, mnt)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
@@ -479,7 +491,16 @@ func readWorkloads(c *config, in *inputs, p peers, rep *report) error {
 		}
 		return iops(t, []string{"--rw=randread", "--bs=4k", "--size=" + fmt.Sprint(region), "--time_based", rt})
 	}})
-	measure(c, rep, workload{"randread-4k-direct", "IOPS", true, cs, func(_ int, _ string, t target) (float64, error) {
+	// The null server answers each request with nothing behind it: the
+	// FUSE round trip alone, the bound of any server on this library.
+	direct := cs
+	if f, done, err := mountNull(c, c.size); err != nil {
+		rep.skip("null", err.Error())
+	} else {
+		atExit(done)
+		direct = append(slices.Clip(cs), fixed("null", target{file: f, drop: []string{f}}))
+	}
+	measure(c, rep, workload{"randread-4k-direct", "IOPS", true, direct, func(_ int, _ string, t target) (float64, error) {
 		return iops(t, []string{"--rw=randread", "--bs=4k", "--direct=1", "--size=" + fmt.Sprint(c.size), "--time_based", rt})
 	}})
 	return loopOnMount(c, in, rep)
@@ -639,6 +660,12 @@ func writeWorkloads(c *config, in *inputs, p peers, rep *report) error {
 			}
 			return target{file: file, done: chain(done, remove(f))}, nil
 		}})
+		if withRawFile { // the random write rows: the FUSE round trip alone beside the ceiling
+			cs = append(cs, contender{"null", func() (target, error) {
+				file, done, err := mountNull(c, c.size)
+				return target{file: file, done: done}, err
+			}})
+		}
 		if p.qsd && in.qsdW != "" && withRawFile && !c.quick {
 			cs = append(cs, contender{"qsd", func() (target, error) {
 				f := scratch("qsd.vhd")
