@@ -77,7 +77,7 @@ func (d *Disk) advise(from, to int64) {
 	li, start, end := -1, int64(0), int64(0)
 	flush := func() {
 		if li >= 0 && end > start {
-			adviseFile(d.files[li], start, end-start)
+			adviseFile(d.files[li], start, end-start) //nolint:errcheck // advice only
 		}
 	}
 	for off := from; off < to; off += raChunk {

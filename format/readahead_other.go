@@ -4,4 +4,4 @@ package format
 
 const canAdvise = false
 
-func willNeed(f File, off, n int64) {}
+func willNeed(f File, off, n int64) error { return nil }

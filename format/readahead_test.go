@@ -14,10 +14,11 @@ type advice struct {
 	ranges map[File][][2]int64
 }
 
-func (a *advice) record(f File, off, n int64) {
+func (a *advice) record(f File, off, n int64) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ranges[f] = append(a.ranges[f], [2]int64{off, off + n})
+	return nil
 }
 
 // covers reports whether [off, off+n) of f lies within the advised ranges.
