@@ -114,6 +114,9 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	if err := refuseVHDX(opts, parent, "a VHDX parent of a VHD child"); err != nil {
 		return nil, err
 	}
+	if err := refuseReadOnly(parent); err != nil {
+		return nil, err
+	}
 	pd, err := Open(parent, opts)
 	if err != nil {
 		return nil, fmt.Errorf("vhd: cannot commit %s into its parent: %w", child, err)

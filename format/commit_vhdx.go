@@ -2,6 +2,7 @@ package format
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
@@ -78,6 +79,14 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	}
 	parent := p.Path()
 	p.Close()
+	if err := refuseReadOnly(parent); err != nil {
+		cf.Close()
+		return nil, err
+	}
+	if ro.Size() > p.Size() {
+		cf.Close()
+		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, ro.Size(), parent, p.Size())
+	}
 	pd, err := Open(parent, opts)
 	if err != nil {
 		cf.Close()
@@ -85,7 +94,7 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	}
 	defer pd.Close()
 	pl, _ := pd.w.(*vhdx.Layer)
-	if pl == nil || ro.MatchParent(pl) != nil {
+	if pl == nil || ro.MatchParent(pl) != nil || pl.Size() != p.Size() {
 		cf.Close()
 		return nil, fmt.Errorf("vhd: %s: %w: the parent changed while it was being opened", parent, ErrParentMismatch)
 	}
@@ -189,4 +198,16 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 		return nil, fmt.Errorf("%w (its data is already in %s; the child matches it through parent_linkage2)", err, parent)
 	}
 	return res, nil
+}
+
+// refuseReadOnly refuses to write into path when its mode grants no write
+// permission: a parent kept read-only on purpose (as Hyper-V leaves the
+// parents of its checkpoints) is not written by commit, even by root, whom
+// the open alone would not stop.
+func refuseReadOnly(path string) error {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o222 == 0 {
+		return fmt.Errorf("vhd: %s: %w: the file is read-only (mode %04o); make it writable (chmod u+w) to commit into it", path, ErrReadOnly, fi.Mode().Perm())
+	}
+	return nil
 }
