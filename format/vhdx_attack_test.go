@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/crc32"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -241,4 +242,241 @@ func TestAttackRelinkFullMetadata(t *testing.T) {
 		t.Fatal("the relinked chain does not read as the model")
 	}
 	checkClean(t, child)
+}
+
+// setLocator rewrites the parent locator of the VHDX at path to name rel
+// with parent_linkage dw.
+func setLocator(t *testing.T, path, rel string, dw vhdx.GUID) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := vhdx.Open(path, f, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	kv := []vhdx.LocatorEntry{{Key: "parent_linkage", Value: "{" + dw.String() + "}"}, {Key: "relative_path", Value: rel}}
+	if _, err := l.RewriteLocator(kv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dataWriteGUID(t *testing.T, path string) vhdx.GUID {
+	t.Helper()
+	in := vxInfo(t, path)
+	for _, h := range in.Headers {
+		if h.Current {
+			return h.Header.DataWriteGUID
+		}
+	}
+	t.Fatal("no current header")
+	return vhdx.GUID{}
+}
+
+func TestAttackCycles(t *testing.T) {
+	t.Run("self", func(t *testing.T) {
+		_, _, child, _ := attackChain(t, 4<<20)
+		setLocator(t, child, `.\c.avhdx`, dataWriteGUID(t, child))
+		attackAll(t, child, "")
+	})
+	t.Run("two", func(t *testing.T) {
+		dir, _, child, _ := attackChain(t, 4<<20)
+		grand := filepath.Join(dir, "g.avhdx")
+		if err := vhdx.Create(grand, vhdx.CreateOptions{Parent: child}); err != nil {
+			t.Fatal(err)
+		}
+		writeModel(t, grand, make([]byte, 4<<20), rand.New(rand.NewPCG(1, 2)), 3)
+		setLocator(t, child, `.\g.avhdx`, dataWriteGUID(t, grand))
+		attackAll(t, grand, child)
+		attackAll(t, child, grand)
+	})
+}
+
+// attackAll runs resize, compact, commit and relink (to other) on path,
+// which must all fail without changing a file of the directory.
+func attackAll(t *testing.T, path, other string) {
+	t.Helper()
+	dir := filepath.Dir(path)
+	sums := func() map[string][32]byte {
+		m := map[string][32]byte{}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if e.Type().IsRegular() {
+				m[e.Name()] = fileSum(t, filepath.Join(dir, e.Name()))
+			}
+		}
+		return m
+	}
+	before := sums()
+	check := func(op string, err error) {
+		t.Helper()
+		t.Logf("%s: %v", op, err)
+		if err == nil {
+			t.Errorf("%s of %s succeeded", op, path)
+		}
+		after := sums()
+		if len(after) != len(before) {
+			t.Fatalf("%s: files %v, were %v", op, after, before)
+		}
+		for k, v := range before {
+			if after[k] != v {
+				t.Fatalf("%s changed %s", op, k)
+			}
+		}
+	}
+	_, err := Resize(path, 8<<20, ResizeOptions{})
+	check("resize", err)
+	_, err = Resize(path, 2<<20, ResizeOptions{Shrink: true})
+	check("shrink", err)
+	_, err = Compact(path, CompactOptions{})
+	check("compact", err)
+	_, err = Commit(path, CommitOptions{})
+	check("commit", err)
+	_, err = Commit(path, CommitOptions{Force: true, Remove: true})
+	check("commit --force --remove", err)
+	if other != "" {
+		_, err = Relink(path, other, nil)
+		check("relink", err)
+	}
+}
+
+func regionOf(in *vhdx.Info, name string) vhdx.Region {
+	for _, r := range in.Regions {
+		if r.Name == name {
+			return r
+		}
+	}
+	return vhdx.Region{}
+}
+
+func putU64(t *testing.T, path string, off int64, v uint64) {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	patchFile(t, path, off, b[:])
+}
+
+// fixRegionCRC recomputes the checksum of the region table at off.
+func fixRegionCRC(t *testing.T, path string, off int64) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := append([]byte(nil), raw[off:off+64<<10]...)
+	clear(b[4:8])
+	var c [4]byte
+	binary.LittleEndian.PutUint32(c[:], crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	patchFile(t, path, off+4, c[:])
+}
+
+// TestAttackDamaged damages the parent or the child of a chain in ways the
+// structure check must catch; every operation on the child (and on the
+// parent) must refuse without changing a file.
+func TestAttackDamaged(t *testing.T) {
+	type damage func(t *testing.T, path string)
+	batEntries := func(t *testing.T, path string) (vhdx.Region, []uint64) {
+		in := vxInfo(t, path)
+		bat := regionOf(in, "BAT")
+		raw, _ := os.ReadFile(path)
+		var es []uint64
+		for i := int64(0); i < in.BATEntries; i++ {
+			es = append(es, binary.LittleEndian.Uint64(raw[bat.Off+8*i:]))
+		}
+		return bat, es
+	}
+	firstTwo := func(t *testing.T, path string) (vhdx.Region, int, int, []uint64) {
+		bat, es := batEntries(t, path)
+		a, b := -1, -1
+		for i, e := range es {
+			if e&7 == 6 || e&7 == 7 {
+				if a < 0 {
+					a = i
+				} else if b < 0 {
+					b = i
+				}
+			}
+		}
+		if b < 0 {
+			t.Fatal("fewer than two blocks")
+		}
+		return bat, a, b, es
+	}
+	cases := map[string]damage{
+		"shared block": func(t *testing.T, path string) {
+			bat, a, b, es := firstTwo(t, path)
+			putU64(t, path, bat.Off+8*int64(b), es[a]&^7|es[b]&7)
+		},
+		"block past EOF": func(t *testing.T, path string) {
+			bat, _, b, es := firstTwo(t, path)
+			fi, _ := os.Stat(path)
+			putU64(t, path, bat.Off+8*int64(b), uint64((fi.Size()+(1<<20))&^(1<<20-1))|es[b]&7)
+		},
+		"block in metadata": func(t *testing.T, path string) {
+			bat, _, b, es := firstTwo(t, path)
+			meta := regionOf(vxInfo(t, path), "metadata")
+			putU64(t, path, bat.Off+8*int64(b), uint64(meta.Off)|es[b]&7)
+		},
+		"block in BAT": func(t *testing.T, path string) {
+			bat, _, b, es := firstTwo(t, path)
+			putU64(t, path, bat.Off+8*int64(b), uint64(bat.Off)|es[b]&7)
+		},
+		"block in headers": func(t *testing.T, path string) {
+			bat, _, b, es := firstTwo(t, path)
+			putU64(t, path, bat.Off+8*int64(b), es[b]&7)
+		},
+		"region table 2 bad": func(t *testing.T, path string) {
+			patchFile(t, path, 256<<10+100, []byte{1})
+		},
+		"metadata items overlap": func(t *testing.T, path string) {
+			in := vxInfo(t, path)
+			meta := regionOf(in, "metadata")
+			// The second item's entry gets the first one's offset.
+			raw, _ := os.ReadFile(path)
+			off0 := raw[meta.Off+32+16 : meta.Off+32+20]
+			patchFile(t, path, meta.Off+64+16, off0)
+		},
+		"BAT region overlaps metadata": func(t *testing.T, path string) {
+			in := vxInfo(t, path)
+			meta := regionOf(in, "metadata")
+			bat := regionOf(in, "BAT")
+			raw, _ := os.ReadFile(path)
+			for _, ro := range []int64{192 << 10, 256 << 10} {
+				for i := int64(0); i < 2; i++ {
+					eo := ro + 16 + 32*i
+					if binary.LittleEndian.Uint64(raw[eo+16:]) == uint64(bat.Off) {
+						putU64(t, path, eo+16, uint64(meta.Off))
+					}
+				}
+				fixRegionCRC(t, path, ro)
+			}
+		},
+	}
+	for name, dmg := range cases {
+		for _, who := range []string{"parent", "child"} {
+			t.Run(name+"/"+who, func(t *testing.T) {
+				_, parent, child, _ := attackChain(t, 8<<20)
+				target := child
+				if who == "parent" {
+					target = parent
+				}
+				dmg(t, target)
+				if who == "child" {
+					attackAll(t, child, parent)
+					return
+				}
+				attackAll(t, parent, "")
+				// The child is sound: only commit writes the parent.
+				ps, cs := fileSum(t, parent), fileSum(t, child)
+				for _, o := range []CommitOptions{{}, {Force: true, Remove: true}} {
+					if _, err := Commit(child, o); err == nil {
+						t.Errorf("commit %+v into a damaged parent succeeded", o)
+					}
+					if fileSum(t, parent) != ps || fileSum(t, child) != cs {
+						t.Fatal("a refused commit changed a file")
+					}
+				}
+			})
+		}
+	}
 }
