@@ -3,8 +3,8 @@ package format
 import (
 	"bytes"
 	"encoding/binary"
-	"hash/crc32"
 	"errors"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -479,4 +479,24 @@ func TestAttackDamaged(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestAttackResizeFixedInLastBlock grows a fixed VHDX whose size is not a
+// whole number of blocks inside its last block: no new block, nothing to
+// allocate (fallocate of 0 bytes failed with EINVAL after the header update).
+func TestAttackResizeFixedInLastBlock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f.vhdx")
+	const size = 20<<20 + 4096
+	if err := vhdx.Create(path, vhdx.CreateOptions{Size: size, BlockSize: 2 << 20, Fixed: true}); err != nil {
+		t.Fatal(err)
+	}
+	model := make([]byte, size+8192)
+	writeModel(t, path, model[:size], rand.New(rand.NewPCG(3, 3)), 5)
+	if _, err := Resize(path, size+8192, ResizeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, path, size+8192); !bytes.Equal(got, model) {
+		t.Fatal("the grown file does not read as the model")
+	}
+	checkClean(t, path)
 }

@@ -80,6 +80,17 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 			return old, err
 		}
 	}
+	// A fixed file's new blocks get their space first, before anything is
+	// written: a filesystem without room refuses with the file as it was.
+	var fixedAt int64
+	if size > old && l.leaveAlloc && !l.hasParent {
+		l.w.mu.Lock()
+		fixedAt, err = l.reserveFixed(size)
+		l.w.mu.Unlock()
+		if err != nil {
+			return old, err
+		}
+	}
 	if err := l.sessionHeader(size < old && l.hasParent); err != nil {
 		return old, err
 	}
@@ -89,7 +100,7 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 		return old, err
 	}
 	if size > old {
-		if err := l.grow(size, below); err != nil {
+		if err := l.grow(size, below, fixedAt); err != nil {
 			return old, err
 		}
 	}
@@ -206,8 +217,47 @@ func (l *Layer) spans() ([]span, error) {
 	return out, err
 }
 
-// grow does steps 2 and 3 of Resize; w.mu is held.
-func (l *Layer) grow(size, below int64) error {
+// preallocateFile is preallocate; tests replace it to fail as a full
+// filesystem does.
+var preallocateFile = preallocate
+
+// reserveFixed extends a fixed file over the new blocks of a growth to
+// size and allocates their space, and returns where they start. When the
+// allocation fails (no room), the file is truncated back to its size, which
+// also gives back what the failed allocation took. w.mu is held.
+func (l *Layer) reserveFixed(size int64) (int64, error) {
+	w := l.w
+	at, n := w.nextFree, ((size+l.blockSize-1)/l.blockSize-l.nblocks)*l.blockSize
+	if n == 0 {
+		return at, nil // the disk grows inside its last block
+	}
+	ext, eff := w.extended, l.effSize.Load()
+	if err := l.reserve(at, n); err != nil {
+		return 0, err
+	}
+	f, ok := l.f.(*os.File)
+	if !ok {
+		return at, nil
+	}
+	err := preallocateFile(f, at, n)
+	if err == nil {
+		return at, nil
+	}
+	err = fmt.Errorf("vhdx: %s: allocating %d bytes for the new blocks of a fixed image: %w", l.path, n, err)
+	if terr := l.f.Truncate(ext); terr != nil {
+		return 0, fmt.Errorf("%w; truncating the file back to %d bytes: %v", err, ext, terr)
+	}
+	if serr := l.f.Sync(); serr != nil {
+		return 0, fmt.Errorf("%w; fsync after truncating the file back: %v", err, serr)
+	}
+	w.extended, w.nextFree = ext, at
+	l.effSize.Store(eff)
+	return 0, err
+}
+
+// grow does steps 2 and 3 of Resize; w.mu is held. fixedAt is where a
+// fixed file's new blocks start (reserveFixed), 0 for other files.
+func (l *Layer) grow(size, below, fixedAt int64) error {
 	bs, cr := l.blockSize, l.chunkRatio
 	nOld := l.nblocks
 	nNew := (size + bs - 1) / bs
@@ -228,19 +278,6 @@ func (l *Layer) grow(size, below int64) error {
 	keep := int64(-1)
 	if l.hasParent {
 		keep = ((nOld-1)/cr)*(cr+1) + cr
-	}
-	var fixedAt int64
-	if l.leaveAlloc && !l.hasParent {
-		fixedAt = l.w.nextFree
-		n := (nNew - nOld) * bs
-		if err := l.reserve(fixedAt, n); err != nil {
-			return err
-		}
-		if f, ok := l.f.(*os.File); ok {
-			if err := preallocate(f, fixedAt, n); err != nil {
-				return fmt.Errorf("vhdx: %s: allocating %d bytes for the new blocks of a fixed image: %w", l.path, n, err)
-			}
-		}
 	}
 	entry := func(idx int64, old func() (uint64, error)) (uint64, error) {
 		if idx == keep {
