@@ -8,9 +8,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vhdmount/vhdmount/format/vhdx"
 )
@@ -499,4 +502,112 @@ func TestAttackResizeFixedInLastBlock(t *testing.T) {
 		t.Fatal("the grown file does not read as the model")
 	}
 	checkClean(t, path)
+}
+
+// TestAttackCommitManyRuns commits a child whose 1024 blocks are all
+// PARTIALLY_PRESENT with every other sector present: 2 Mi runs of one
+// sector. The commit maps the child a block at a time: the heap it uses
+// stays far below the 48 MiB the whole disk's runs would take, and the
+// parent reads as the model afterwards.
+func TestAttackCommitManyRuns(t *testing.T) {
+	const size = 1 << 30
+	dir := t.TempDir()
+	parent, child := filepath.Join(dir, "p.vhdx"), filepath.Join(dir, "c.avhdx")
+	if err := vhdx.Create(parent, vhdx.CreateOptions{Size: size, BlockSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	model := make([]byte, size)
+	writeModel(t, parent, model[:4<<20], rand.New(rand.NewPCG(1, 1)), 3)
+	if err := vhdx.Create(child, vhdx.CreateOptions{Parent: parent, BlockSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	// Block 0: every other sector written, through the library.
+	d, err := Open(child, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := bytes.Repeat([]byte{0xA5}, 512)
+	for s := int64(0); s < 2048; s += 2 {
+		if _, err := d.WriteAt(sec, s*512); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.Close()
+	// Blocks 1-1023: the same bitmap, each at its own (sparse, zero) space
+	// past the end of the file.
+	in := vxInfo(t, child)
+	if in.ChunkRatio != 4096 {
+		t.Fatalf("chunk ratio %d", in.ChunkRatio)
+	}
+	bat := regionOf(in, "BAT")
+	raw, err := os.ReadFile(child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e0 := binary.LittleEndian.Uint64(raw[bat.Off:])
+	eb := binary.LittleEndian.Uint64(raw[bat.Off+8*4096:])
+	if e0&7 != 7 || eb&7 != 6 {
+		t.Fatalf("block 0 entry 0x%x, bitmap entry 0x%x", e0, eb)
+	}
+	bfo := int64(eb>>20) << 20
+	bm := raw[bfo : bfo+256]
+	end := (int64(len(raw)) + 1<<20 - 1) &^ (1<<20 - 1)
+	for b := int64(1); b < 1024; b++ {
+		patchFile(t, child, bfo+256*b, bm)
+		putU64(t, child, bat.Off+8*b, uint64(end+(b-1)<<20)|7)
+	}
+	if err := os.Truncate(child, end+1023<<20); err != nil {
+		t.Fatal(err)
+	}
+	for b := int64(0); b < 1024; b++ {
+		for s := int64(0); s < 2048; s += 2 {
+			o := b<<20 + s*512
+			if b == 0 {
+				copy(model[o:o+512], sec)
+			} else {
+				clear(model[o : o+512])
+			}
+		}
+	}
+	checkClean(t, child)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapInuse > peak.Load() {
+				peak.Store(m.HeapInuse)
+			}
+		}
+	}()
+	res, err := Commit(child, CommitOptions{Remove: true})
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	grew := int64(peak.Load()) - int64(base)
+	t.Logf("%+v; heap grew by %d MiB at most", res, grew>>20)
+	if res.Blocks != 1024 || res.Bytes != 512<<20 {
+		t.Errorf("result %+v", res)
+	}
+	if grew > 32<<20 {
+		t.Errorf("the commit's heap grew by %d MiB", grew>>20)
+	}
+	if got := readAll(t, parent, size); !bytes.Equal(got, model) {
+		t.Fatal("the parent does not read as the model")
+	}
+	checkClean(t, parent)
 }
