@@ -504,19 +504,18 @@ func TestAttackResizeFixedInLastBlock(t *testing.T) {
 	checkClean(t, path)
 }
 
-// TestAttackCommitManyRuns commits a child whose 1024 blocks are all
-// PARTIALLY_PRESENT with every other sector present: 2 Mi runs of one
-// sector. The commit maps the child a block at a time: the heap it uses
-// stays far below the 48 MiB the whole disk's runs would take, and the
-// parent reads as the model afterwards.
-func TestAttackCommitManyRuns(t *testing.T) {
+// manyRunsChild makes a 1 GiB child of 1 MiB blocks whose 1024 blocks are
+// all PARTIALLY_PRESENT with every other sector present (2 Mi runs of one
+// sector): block 0 holds 0xA5 sectors, the others zeros (sparse space).
+// model is what the chain reads.
+func manyRunsChild(t *testing.T) (parent, child string, model []byte) {
 	const size = 1 << 30
 	dir := t.TempDir()
-	parent, child := filepath.Join(dir, "p.vhdx"), filepath.Join(dir, "c.avhdx")
+	parent, child = filepath.Join(dir, "p.vhdx"), filepath.Join(dir, "c.avhdx")
 	if err := vhdx.Create(parent, vhdx.CreateOptions{Size: size, BlockSize: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	model := make([]byte, size)
+	model = make([]byte, size)
 	writeModel(t, parent, model[:4<<20], rand.New(rand.NewPCG(1, 1)), 3)
 	if err := vhdx.Create(child, vhdx.CreateOptions{Parent: parent, BlockSize: 1 << 20}); err != nil {
 		t.Fatal(err)
@@ -570,13 +569,18 @@ func TestAttackCommitManyRuns(t *testing.T) {
 		}
 	}
 	checkClean(t, child)
+	return parent, child, model
+}
+
+// heapGrowth runs fn and returns by how much the heap in use grew at most
+// meanwhile (sampled every 2 ms).
+func heapGrowth(fn func()) int64 {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	base := ms.HeapInuse
 	var peak atomic.Uint64
-	stop := make(chan struct{})
-	done := make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		var m runtime.MemStats
@@ -592,13 +596,24 @@ func TestAttackCommitManyRuns(t *testing.T) {
 			}
 		}
 	}()
-	res, err := Commit(child, CommitOptions{Remove: true})
+	fn()
 	close(stop)
 	<-done
+	return int64(peak.Load()) - int64(base)
+}
+
+// TestAttackCommitManyRuns commits manyRunsChild's child. The commit maps
+// the child a block at a time: the heap it uses stays far below the 48 MiB
+// the whole disk's runs take (268 MiB with their slice's growth), and the
+// parent reads as the model afterwards.
+func TestAttackCommitManyRuns(t *testing.T) {
+	parent, child, model := manyRunsChild(t)
+	var res *CommitResult
+	var err error
+	grew := heapGrowth(func() { res, err = Commit(child, CommitOptions{Remove: true}) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	grew := int64(peak.Load()) - int64(base)
 	t.Logf("%+v; heap grew by %d MiB at most", res, grew>>20)
 	if res.Blocks != 1024 || res.Bytes != 512<<20 {
 		t.Errorf("result %+v", res)
@@ -606,8 +621,27 @@ func TestAttackCommitManyRuns(t *testing.T) {
 	if grew > 32<<20 {
 		t.Errorf("the commit's heap grew by %d MiB", grew>>20)
 	}
-	if got := readAll(t, parent, size); !bytes.Equal(got, model) {
+	if got := readAll(t, parent, int64(len(model))); !bytes.Equal(got, model) {
 		t.Fatal("the parent does not read as the model")
 	}
 	checkClean(t, parent)
+}
+
+// TestAttackShrinkManyRuns shrinks manyRunsChild's child to 1 MiB: the
+// check that the cut-off range stores only zeros maps it a block at a time.
+func TestAttackShrinkManyRuns(t *testing.T) {
+	_, child, model := manyRunsChild(t)
+	var err error
+	grew := heapGrowth(func() { _, err = Resize(child, 1<<20, ResizeOptions{Shrink: true}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("heap grew by %d MiB at most", grew>>20)
+	if grew > 32<<20 {
+		t.Errorf("the shrink's heap grew by %d MiB", grew>>20)
+	}
+	if got := readAll(t, child, 1<<20); !bytes.Equal(got, model[:1<<20]) {
+		t.Fatal("the shrunk child does not read as the model")
+	}
+	checkClean(t, child)
 }

@@ -172,29 +172,37 @@ func (l *Layer) setGeometry(size int64) {
 // checkTailZero refuses a shrink to size while a byte of [size, old) that
 // this file stores (a FULLY_PRESENT block, a sector of a PARTIALLY_PRESENT
 // one) is not zero.
+//
+// The range is mapped a block at a time: the runs of a whole disk whose
+// bitmaps alternate would not fit in memory.
 func (l *Layer) checkTailZero(size, old int64) error {
-	runs, err := l.Map(nil, size, old-size)
-	if err != nil {
-		return err
-	}
 	buf := make([]byte, miB)
-	pos := size
-	for _, r := range runs {
-		if r.State == layer.Data {
-			for k := int64(0); k < r.Len; {
-				p := buf[:min(int64(len(buf)), r.Len-k)]
-				if err := l.readAt(p, r.FileOff+k, "payload data"); err != nil {
-					return err
-				}
-				for i, c := range p {
-					if c != 0 {
-						return fmt.Errorf("vhdx: %s: cannot shrink to %d bytes: data at offset %d", l.path, size, pos+k+int64(i))
-					}
-				}
-				k += int64(len(p))
-			}
+	var runs []layer.Run
+	var err error
+	for at := size; at < old; {
+		n := min(old-at, l.blockSize-at%l.blockSize)
+		if runs, err = l.Map(runs[:0], at, n); err != nil {
+			return err
 		}
-		pos += r.Len
+		pos := at
+		for _, r := range runs {
+			if r.State == layer.Data {
+				for k := int64(0); k < r.Len; {
+					p := buf[:min(int64(len(buf)), r.Len-k)]
+					if err := l.readAt(p, r.FileOff+k, "payload data"); err != nil {
+						return err
+					}
+					for i, c := range p {
+						if c != 0 {
+							return fmt.Errorf("vhdx: %s: cannot shrink to %d bytes: data at offset %d", l.path, size, pos+k+int64(i))
+						}
+					}
+					k += int64(len(p))
+				}
+			}
+			pos += r.Len
+		}
+		at += n
 	}
 	return nil
 }
