@@ -645,3 +645,27 @@ func TestAttackShrinkManyRuns(t *testing.T) {
 	}
 	checkClean(t, child)
 }
+
+// TestAttackRelinkInvalidUTF8 moves the parent into a directory whose name
+// is not UTF-8 (a locator holds UTF-16 text, which cannot name it): relink
+// must refuse rather than record a path with U+FFFD in it.
+func TestAttackRelinkInvalidUTF8(t *testing.T) {
+	dir, parent, child, _ := attackChain(t, 4<<20)
+	bad := filepath.Join(dir, "d\xff\xfe")
+	if err := os.Mkdir(bad, 0o755); err != nil {
+		t.Skipf("the filesystem refuses a non-UTF-8 name: %v", err)
+	}
+	moved := filepath.Join(bad, "p.vhdx")
+	if err := os.Rename(parent, moved); err != nil {
+		t.Fatal(err)
+	}
+	cs := fileSum(t, child)
+	_, err := Relink(child, moved, nil)
+	t.Logf("relink: %v", err)
+	if err == nil {
+		t.Fatal("relink recorded a path the locator cannot hold")
+	}
+	if fileSum(t, child) != cs {
+		t.Fatal("a refused relink changed the child")
+	}
+}

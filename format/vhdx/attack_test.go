@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -135,5 +136,46 @@ func TestAttackResizeFixedNoRoom(t *testing.T) {
 	}
 	if b := blocks(); b > b0 {
 		t.Errorf("the file holds %d blocks of 512 bytes, %d before: the failed allocation was kept", b, b0)
+	}
+}
+
+// TestAttackRewriteLocatorRefusals: a locator entry the format cannot hold
+// (an empty key or value, which a reader refuses; one longer than the
+// 16-bit byte length; a path that is not UTF-8) is refused with nothing
+// written.
+func TestAttackRewriteLocatorRefusals(t *testing.T) {
+	rng := rand.New(rand.NewPCG(72, 1))
+	par := smallLayer(rng, false)
+	par.name, par.id = "p.vhdx", 9
+	child := smallLayer(rng, true)
+	link(rng, child, par)
+	img := buildBytes(t, rng, child)
+	f := newRWFile(img)
+	l, err := vhdx.Open("/c/top.vhdx", f, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f.record = true
+	loc := l.Locator()
+	long := strings.Repeat("x", 40000)
+	for name, kv := range map[string][]vhdx.LocatorEntry{
+		"empty value": append(append([]vhdx.LocatorEntry(nil), loc...), vhdx.LocatorEntry{Key: "k", Value: ""}),
+		"empty key":   append(append([]vhdx.LocatorEntry(nil), loc...), vhdx.LocatorEntry{Key: "", Value: "v"}),
+		"long value":  append(append([]vhdx.LocatorEntry(nil), loc...), vhdx.LocatorEntry{Key: "k", Value: long}),
+	} {
+		if _, err := l.RewriteLocator(kv); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	if _, err := l.Relink("/d/\xff/p.vhdx"); err == nil {
+		t.Error("a path that is not UTF-8: accepted")
+	}
+	for _, o := range f.ops {
+		if o.kind != 's' {
+			t.Fatalf("a refused locator rewrite changed the file (%c at 0x%x)", o.kind, o.off)
+		}
 	}
 }
