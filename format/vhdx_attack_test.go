@@ -669,3 +669,78 @@ func TestAttackRelinkInvalidUTF8(t *testing.T) {
 		t.Fatal("a refused relink changed the child")
 	}
 }
+
+// TestAttackBadLocator damages the child's parent locator (a value past
+// the item, no entries, a key listed twice): every operation refuses with
+// no file changed.
+func TestAttackBadLocator(t *testing.T) {
+	locOf := func(t *testing.T, path string) int64 {
+		for _, it := range vxInfo(t, path).Metadata {
+			if it.Name == "ParentLocator" {
+				return it.Off
+			}
+		}
+		t.Fatal("no locator")
+		return 0
+	}
+	for name, dmg := range map[string]func(t *testing.T, path string, lo int64){
+		"value past the item": func(t *testing.T, path string, lo int64) {
+			var b [4]byte
+			binary.LittleEndian.PutUint32(b[:], 0xFFFFFF00)
+			patchFile(t, path, lo+20+4, b[:])
+		},
+		"no entries": func(t *testing.T, path string, lo int64) {
+			patchFile(t, path, lo+18, []byte{0, 0})
+		},
+		"key twice": func(t *testing.T, path string, lo int64) {
+			raw, _ := os.ReadFile(path)
+			// Entry 1's key becomes entry 0's.
+			patchFile(t, path, lo+20+12, raw[lo+20:lo+24])
+			patchFile(t, path, lo+20+12+8, raw[lo+20+8:lo+20+10])
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, parent, child, _ := attackChain(t, 4<<20)
+			dmg(t, child, locOf(t, child))
+			attackAll(t, child, parent)
+		})
+	}
+}
+
+// TestAttackCommitLinkage2 commits a child that matches its parent only
+// through parent_linkage2 (as a cut-short commit leaves it): the commit
+// goes through and leaves parent_linkage naming the parent, and no
+// parent_linkage2.
+func TestAttackCommitLinkage2(t *testing.T) {
+	_, parent, child, model := attackChain(t, 4<<20)
+	dw := dataWriteGUID(t, parent)
+	other := dw
+	other[0] ^= 0xFF
+	f, err := os.OpenFile(child, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := vhdx.Open(child, f, vhdx.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.RewriteLocator(withLinkage(l.Locator(), other, dw)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := Commit(child, CommitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, child, 4<<20); !bytes.Equal(got, model) {
+		t.Fatal("the chain does not read as the model")
+	}
+	loc := vxInfo(t, child).ParentLocator.Entries
+	now := "{" + dataWriteGUID(t, parent).String() + "}"
+	for _, e := range loc {
+		if e.Key == "parent_linkage2" || e.Key == "parent_linkage" && e.Value != now {
+			t.Fatalf("locator after the commit: %v (parent %s)", loc, now)
+		}
+	}
+	checkClean(t, child)
+	checkClean(t, parent)
+}
