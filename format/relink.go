@@ -38,6 +38,11 @@ func Relink(child, newParent string, opts *Options) (*RelinkResult, error) {
 	if abs, err := filepath.Abs(child); err == nil {
 		child = abs
 	}
+	// Through a symbolic link, the file written is its target: the relative
+	// path is recorded from the target's directory, where the image lives.
+	if real, err := filepath.EvalSymlinks(child); err == nil {
+		child = real
+	}
 	if abs, err := filepath.Abs(newParent); err == nil {
 		newParent = abs
 	}

@@ -744,3 +744,43 @@ func TestAttackCommitLinkage2(t *testing.T) {
 	checkClean(t, child)
 	checkClean(t, parent)
 }
+
+// TestAttackRelinkThroughSymlink relinks a child named through a symbolic
+// link in another directory: the relative path is recorded from the
+// directory of the file itself (it was from the link's, which named no
+// parent once the directory moved).
+func TestAttackRelinkThroughSymlink(t *testing.T) {
+	dir, parent, child, model := attackChain(t, 4<<20)
+	other := filepath.Join(t.TempDir(), "links")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sym := filepath.Join(other, "c.avhdx")
+	if err := os.Symlink(child, sym); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Relink(sym, parent, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(sym); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link is gone: %v", err)
+	}
+	var rel string
+	for _, e := range vxInfo(t, child).ParentLocator.Entries {
+		if e.Key == "relative_path" {
+			rel = e.Value
+		}
+	}
+	if rel != `.\p.vhdx` {
+		t.Fatalf("relative_path %q", rel)
+	}
+	// The directory moves: the relative path still finds the parent.
+	moved := dir + "-moved"
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Rename(moved, dir)
+	if got := readAll(t, filepath.Join(moved, "c.avhdx"), 4<<20); !bytes.Equal(got, model) {
+		t.Fatal("the moved chain does not read as the model")
+	}
+}
