@@ -284,6 +284,14 @@ func TestAttackCycles(t *testing.T) {
 		setLocator(t, child, `.\c.avhdx`, dataWriteGUID(t, child))
 		attackAll(t, child, "")
 	})
+	t.Run("hard link", func(t *testing.T) {
+		dir, _, child, _ := attackChain(t, 4<<20)
+		if err := os.Link(child, filepath.Join(dir, "h.avhdx")); err != nil {
+			t.Fatal(err)
+		}
+		setLocator(t, child, `.\h.avhdx`, dataWriteGUID(t, child))
+		attackAll(t, child, "")
+	})
 	t.Run("two", func(t *testing.T) {
 		dir, _, child, _ := attackChain(t, 4<<20)
 		grand := filepath.Join(dir, "g.avhdx")
