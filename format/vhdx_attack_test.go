@@ -792,3 +792,25 @@ func TestAttackRelinkThroughSymlink(t *testing.T) {
 		t.Fatal("the moved chain does not read as the model")
 	}
 }
+
+// TestAttackCompactVerify: the check of a rewritten image compares it with
+// the image where either shows data (it looked only where the image did,
+// so data appearing in a range of zeros went unseen).
+func TestAttackCompactVerify(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.vhdx"), filepath.Join(dir, "b.vhdx")
+	for _, p := range []string{a, b} {
+		if err := vhdx.Create(p, vhdx.CreateOptions{Size: 8 << 20, BlockSize: 1 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeModel(t, b, make([]byte, 8<<20), rand.New(rand.NewPCG(4, 4)), 2)
+	d, err := Open(a, &Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.sameAs(b, &Options{}); err == nil {
+		t.Fatal("an image with data was taken for a copy of an empty one")
+	}
+}
