@@ -814,3 +814,28 @@ func TestAttackCompactVerify(t *testing.T) {
 		t.Fatal("an image with data was taken for a copy of an empty one")
 	}
 }
+
+// TestAttackResizeRefusals: sizes resize must refuse (0, negative, past
+// 64 TiB, not a multiple of the logical sector, smaller without Shrink),
+// with the file unchanged.
+func TestAttackResizeRefusals(t *testing.T) {
+	for _, lss := range []int{512, 4096} {
+		path := filepath.Join(t.TempDir(), "a.vhdx")
+		if err := vhdx.Create(path, vhdx.CreateOptions{Size: 8 << 20, SectorSize: lss}); err != nil {
+			t.Fatal(err)
+		}
+		writeModel(t, path, make([]byte, 8<<20), rand.New(rand.NewPCG(5, 5)), 2)
+		sum := fileSum(t, path)
+		for _, c := range []struct {
+			size   int64
+			shrink bool
+		}{{0, true}, {-4096, true}, {64<<40 + 1, false}, {64<<40 + 4096, false}, {8<<20 + 256, false}, {8<<20 + int64(lss)/2, false}, {4 << 20, false}} {
+			if _, err := Resize(path, c.size, ResizeOptions{Shrink: c.shrink}); err == nil {
+				t.Errorf("lss %d: resize to %d accepted", lss, c.size)
+			}
+			if fileSum(t, path) != sum {
+				t.Fatalf("lss %d: a refused resize to %d changed the file", lss, c.size)
+			}
+		}
+	}
+}
