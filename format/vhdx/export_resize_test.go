@@ -10,3 +10,14 @@ func SetPreallocate(f func(f *os.File, off, n int64) error) {
 	}
 	preallocateFile = f
 }
+
+// SetReleaseBatch sets how many blocks a shrink releases per sync (n <= 0:
+// the default) and returns the previous value.
+func SetReleaseBatch(n int) int {
+	old := releaseBatch
+	if n <= 0 {
+		n = 1 << 16
+	}
+	releaseBatch = n
+	return old
+}

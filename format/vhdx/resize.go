@@ -207,22 +207,21 @@ func (l *Layer) checkTailZero(size, old int64) error {
 	return nil
 }
 
-// spans returns the ranges of the file the BAT's blocks hold (payload
-// blocks as whole blocks), for the current size.
-func (l *Layer) spans() ([]span, error) {
-	var out []span
-	err := l.scanBAT(func(idx int64, e uint64, bitmap bool) {
+// eachSpan calls fn with each range of the file the BAT's blocks hold
+// (payload blocks as whole blocks), for the current size. Nothing is
+// collected: a BAT of millions of blocks costs no memory.
+func (l *Layer) eachSpan(fn func(s span)) error {
+	return l.scanBAT(func(idx int64, e uint64, bitmap bool) {
 		switch e & 7 {
 		case stFullyPresent, stPartiallyPresent:
 			fo := int64(e>>20) << 20
 			if bitmap {
-				out = append(out, span{fo, fo + miB})
+				fn(span{fo, fo + miB})
 			} else {
-				out = append(out, span{fo, fo + l.blockSize})
+				fn(span{fo, fo + l.blockSize})
 			}
 		}
 	})
-	return out, err
 }
 
 // preallocateFile is preallocate; tests replace it to fail as a full
@@ -438,18 +437,21 @@ func (l *Layer) clearTail(b, in int64) error {
 	if err != nil {
 		return err
 	}
-	sp, err := l.spans()
-	if err != nil {
+	lo, hi := fo+in, fo+l.blockSize
+	after := int64(-1) // the start of something in [lo, hi), if any
+	check := func(s span) {
+		if s.start != fo && lo < s.end && s.start < hi && after < 0 {
+			after = s.start
+		}
+	}
+	if err := l.eachSpan(check); err != nil {
 		return err
 	}
 	for _, a := range l.metaAreas {
-		sp = append(sp, span{a.start, a.end})
+		check(span{a.start, a.end})
 	}
-	lo, hi := fo+in, fo+l.blockSize
-	for _, s := range sp {
-		if s.start != fo && lo < s.end && s.start < hi {
-			return fmt.Errorf("vhdx: %s: resize: %w: the last block (%d) is stored short of a whole block, with something else after it at 0x%x; vhd convert instead", l.path, layer.ErrUnsupported, b, s.start)
-		}
+	if after >= 0 {
+		return fmt.Errorf("vhdx: %s: resize: %w: the last block (%d) is stored short of a whole block, with something else after it at 0x%x; vhd convert instead", l.path, layer.ErrUnsupported, b, after)
 	}
 	// The file may end inside the block: it is extended over the whole
 	// block (no other structure lies there, and new blocks go past
@@ -502,6 +504,10 @@ func (l *Layer) clearTail(b, in int64) error {
 	return l.syncFile("clearing the end of the last block")
 }
 
+// releaseBatch is how many released blocks release punches per sync (a
+// variable for tests).
+var releaseBatch = 1 << 16
+
 // release does step 5 of Resize, after the size went from old to size:
 // blocks wholly past the end, and the sector bitmap blocks of chunks past
 // the last, become NOT_PRESENT; synced; their space is punched and the
@@ -510,6 +516,27 @@ func (l *Layer) release(size, old int64) error {
 	bs, cr := l.blockSize, l.chunkRatio
 	nNew, nOld := l.nblocks, (old+bs-1)/bs
 	var freed []span
+	released := false
+	// The released blocks are punched in batches, each after the entries
+	// that pointed at them are durably NOT_PRESENT: the list stays bounded
+	// however many blocks a shrink releases.
+	flush := func() error {
+		if len(freed) == 0 {
+			return nil
+		}
+		if err := l.syncFile("releasing the blocks past the end"); err != nil {
+			return err
+		}
+		for _, s := range freed {
+			if s.start >= headerAreaEnd {
+				if err := l.punch(s.start, s.end-s.start, false, thing{"released block", -1}); err != nil {
+					return err
+				}
+			}
+		}
+		freed, released = freed[:0], true
+		return nil
+	}
 	drop := func(idx, n int64) error {
 		e, err := l.batEntry(idx)
 		if err != nil {
@@ -519,7 +546,12 @@ func (l *Layer) release(size, old int64) error {
 			freed = append(freed, span{int64(e>>20) << 20, int64(e>>20)<<20 + n})
 		}
 		if e != stNotPresent {
-			return l.setBAT(idx, stNotPresent)
+			if err := l.setBAT(idx, stNotPresent); err != nil {
+				return err
+			}
+		}
+		if len(freed) >= releaseBatch {
+			return flush()
 		}
 		return nil
 	}
@@ -535,29 +567,18 @@ func (l *Layer) release(size, old int64) error {
 			}
 		}
 	}
-	if len(freed) == 0 {
-		return nil
-	}
-	if err := l.syncFile("releasing the blocks past the end"); err != nil {
+	if err := flush(); err != nil {
 		return err
 	}
-	for _, s := range freed {
-		if s.start >= headerAreaEnd {
-			if err := l.punch(s.start, s.end-s.start, false, thing{"released block", -1}); err != nil {
-				return err
-			}
-		}
+	if !released {
+		return nil
 	}
 	end := int64(headerAreaEnd)
 	for _, a := range l.metaAreas {
 		end = max(end, a.end)
 	}
-	sp, err := l.spans()
-	if err != nil {
+	if err := l.eachSpan(func(s span) { end = max(end, s.end) }); err != nil {
 		return err
-	}
-	for _, s := range sp {
-		end = max(end, s.end)
 	}
 	end = (end + miB - 1) &^ (miB - 1)
 	w := l.w
