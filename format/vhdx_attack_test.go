@@ -292,6 +292,14 @@ func TestAttackCycles(t *testing.T) {
 		setLocator(t, child, `.\h.avhdx`, dataWriteGUID(t, child))
 		attackAll(t, child, "")
 	})
+	t.Run("fifo parent", func(t *testing.T) {
+		dir, parent, child, _ := attackChain(t, 4<<20)
+		if err := syscall.Mkfifo(filepath.Join(dir, "f.vhdx"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		setLocator(t, child, `.\f.vhdx`, dataWriteGUID(t, parent))
+		attackAll(t, child, "")
+	})
 	t.Run("two", func(t *testing.T) {
 		dir, _, child, _ := attackChain(t, 4<<20)
 		grand := filepath.Join(dir, "g.avhdx")
