@@ -77,15 +77,15 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 		cf.Close()
 		return nil, err
 	}
-	parent := p.Path()
+	parent, psize := p.Path(), p.Size()
 	p.Close()
 	if err := refuseReadOnly(parent); err != nil {
 		cf.Close()
 		return nil, err
 	}
-	if ro.Size() > p.Size() {
+	if ro.Size() > psize {
 		cf.Close()
-		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, ro.Size(), parent, p.Size())
+		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, ro.Size(), parent, psize)
 	}
 	pd, err := Open(parent, opts)
 	if err != nil {
@@ -94,7 +94,7 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	}
 	defer pd.Close()
 	pl, _ := pd.w.(*vhdx.Layer)
-	if pl == nil || ro.MatchParent(pl) != nil || pl.Size() != p.Size() {
+	if pl == nil || ro.MatchParent(pl) != nil || pl.Size() != psize {
 		cf.Close()
 		return nil, fmt.Errorf("vhd: %s: %w: the parent changed while it was being opened", parent, ErrParentMismatch)
 	}
