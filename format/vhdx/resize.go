@@ -230,29 +230,32 @@ var preallocateFile = preallocate
 
 // reserveFixed extends a fixed file over the new blocks of a growth to
 // size and allocates their space, and returns where they start. When the
-// allocation fails (no room), the file is truncated back to its size, which
-// also gives back what the failed allocation took. w.mu is held.
+// allocation fails (no room), the file is truncated back to the size it
+// had, which also gives back what the failed allocation took. w.mu is held.
 func (l *Layer) reserveFixed(size int64) (int64, error) {
 	w := l.w
 	at, n := w.nextFree, ((size+l.blockSize-1)/l.blockSize-l.nblocks)*l.blockSize
 	if n == 0 {
 		return at, nil // the disk grows inside its last block
 	}
-	ext, eff := w.extended, l.effSize.Load()
+	f, ok := l.f.(*os.File)
+	if !ok {
+		return at, l.reserve(at, n)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("vhdx: %s: %w", l.path, err)
+	}
+	ext, eff, fsize := w.extended, l.effSize.Load(), fi.Size()
 	if err := l.reserve(at, n); err != nil {
 		return 0, err
 	}
-	f, ok := l.f.(*os.File)
-	if !ok {
-		return at, nil
-	}
-	err := preallocateFile(f, at, n)
-	if err == nil {
+	if err = preallocateFile(f, at, n); err == nil {
 		return at, nil
 	}
 	err = fmt.Errorf("vhdx: %s: allocating %d bytes for the new blocks of a fixed image: %w", l.path, n, err)
-	if terr := l.f.Truncate(ext); terr != nil {
-		return 0, fmt.Errorf("%w; truncating the file back to %d bytes: %v", err, ext, terr)
+	if terr := l.f.Truncate(fsize); terr != nil {
+		return 0, fmt.Errorf("%w; truncating the file back to %d bytes: %v", err, fsize, terr)
 	}
 	if serr := l.f.Sync(); serr != nil {
 		return 0, fmt.Errorf("%w; fsync after truncating the file back: %v", err, serr)
