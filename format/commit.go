@@ -75,7 +75,8 @@ const commitChunk = 4 << 20
 //
 // It refuses when the child or the parent is in use (both are opened for
 // writing, which takes their locks), when the parent is damaged (its
-// writable open refuses), when the child is larger than its parent, and,
+// writable open refuses) or read-only by its mode (even for root), when the
+// child is larger than its parent, and,
 // unless o.Force, when other children of the parent are found in its
 // directory (*SiblingError).
 //
@@ -112,6 +113,9 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	parent := p.Path()
 	p.Close()
 	if err := refuseVHDX(opts, parent, "a VHDX parent of a VHD child"); err != nil {
+		return nil, err
+	}
+	if err := refuseReadOnly(parent); err != nil {
 		return nil, err
 	}
 	pd, err := Open(parent, opts)

@@ -2,6 +2,7 @@ package format
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 
 	lay "github.com/vhdmount/vhdmount/format/layer"
@@ -76,8 +77,16 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 		cf.Close()
 		return nil, err
 	}
-	parent := p.Path()
+	parent, psize := p.Path(), p.Size()
 	p.Close()
+	if err := refuseReadOnly(parent); err != nil {
+		cf.Close()
+		return nil, err
+	}
+	if ro.Size() > psize {
+		cf.Close()
+		return nil, fmt.Errorf("vhd: %s (%d bytes) is larger than its parent %s (%d bytes): the parent cannot hold its data", child, ro.Size(), parent, psize)
+	}
 	pd, err := Open(parent, opts)
 	if err != nil {
 		cf.Close()
@@ -85,7 +94,7 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	}
 	defer pd.Close()
 	pl, _ := pd.w.(*vhdx.Layer)
-	if pl == nil || ro.MatchParent(pl) != nil {
+	if pl == nil || ro.MatchParent(pl) != nil || pl.Size() != psize {
 		cf.Close()
 		return nil, fmt.Errorf("vhd: %s: %w: the parent changed while it was being opened", parent, ErrParentMismatch)
 	}
@@ -116,27 +125,27 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 	}
 	res := &CommitResult{Child: child, Parent: parent}
 	size := cl.Size()
-	var runs []lay.Run
-	if runs, err = cl.Map(nil, 0, size); err != nil {
-		return nil, err
-	}
 	in, err := cl.Info()
 	if err != nil {
 		return nil, err
 	}
-	var total, at int64
-	last := int64(-1)
-	for _, r := range runs {
+	var total int64
+	counted := false // the current block is counted in res.Blocks
+	err = eachRun(cl, size, in.BlockSize, func(r lay.Run, pos int64, newBlock bool) error {
 		if r.State == lay.Data {
 			total += r.Len
 		}
-		if r.State != lay.Parent && in.BlockSize > 0 {
-			for b := max(at/in.BlockSize, last+1); b <= (at+r.Len-1)/in.BlockSize; b++ {
-				res.Blocks++
-				last = b
-			}
+		if newBlock {
+			counted = false
 		}
-		at += r.Len
+		if !counted && r.State != lay.Parent {
+			res.Blocks++
+			counted = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 
 	g, err := vhdx.NewDataWriteGUID()
@@ -153,19 +162,41 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 		return nil, err
 	}
 	buf := make([]byte, commitChunk)
-	pos := int64(0)
-	for _, r := range runs {
-		switch r.State {
-		case lay.Data:
-			if err := copyRun(cl, pd, buf, r, pos, res, o.Progress, total); err != nil {
-				return nil, err
-			}
-		case lay.Zero:
-			if err := pd.Discard(pos, r.Len); err != nil {
-				return nil, err
-			}
+	zero := lay.Run{} // a pending Zero run, merged across blocks
+	zeroAt := int64(0)
+	flush := func() error {
+		if zero.Len == 0 {
+			return nil
 		}
-		pos += r.Len
+		err := pd.Discard(zeroAt, zero.Len)
+		zero.Len = 0
+		return err
+	}
+	err = eachRun(cl, size, in.BlockSize, func(r lay.Run, pos int64, _ bool) error {
+		if r.State == lay.Zero {
+			if zero.Len > 0 && zeroAt+zero.Len == pos {
+				zero.Len += r.Len
+				return nil
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			zero, zeroAt = r, pos
+			return nil
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if r.State == lay.Data {
+			return copyRun(cl, pd, buf, r, pos, res, o.Progress, total)
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := pd.Sync(); err != nil {
 		return nil, err
@@ -189,4 +220,42 @@ func commitVHDX(child string, o CommitOptions, opts *Options) (*CommitResult, er
 		return nil, fmt.Errorf("%w (its data is already in %s; the child matches it through parent_linkage2)", err, parent)
 	}
 	return res, nil
+}
+
+// refuseReadOnly refuses to write into path when its mode grants no write
+// permission: a parent kept read-only on purpose (as Hyper-V leaves the
+// parents of its checkpoints) is not written by commit, even by root, whom
+// the open alone would not stop.
+func refuseReadOnly(path string) error {
+	fi, err := os.Stat(path)
+	if err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o222 == 0 {
+		return fmt.Errorf("vhd: %s: %w: the file is read-only (mode %04o); make it writable (chmod u+w) to commit into it", path, ErrReadOnly, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// eachRun calls fn with the runs of [0, size) of l, at their virtual
+// offsets, mapped one block of bs bytes at a time so that the runs held in
+// memory stay bounded whatever the file's bitmaps look like (alternate
+// sector bits make a run per sector). newBlock is set for the first run of
+// each block.
+func eachRun(l lay.Layer, size, bs int64, fn func(r lay.Run, pos int64, newBlock bool) error) error {
+	if bs <= 0 {
+		return fmt.Errorf("vhd: %s: BUG: block size %d", l.Path(), bs)
+	}
+	var runs []lay.Run
+	var err error
+	for off := int64(0); off < size; off += bs {
+		if runs, err = l.Map(runs[:0], off, min(bs, size-off)); err != nil {
+			return err
+		}
+		pos := off
+		for i, r := range runs {
+			if err := fn(r, pos, i == 0); err != nil {
+				return err
+			}
+			pos += r.Len
+		}
+	}
+	return nil
 }

@@ -98,8 +98,13 @@ func (d *Disk) sameAs(tmp string, opts *Options) error {
 	}
 	a, b := make([]byte, 1<<20), make([]byte, 1<<20)
 	for off := int64(0); off < d.size; {
+		// A range either side shows data in is compared: data the
+		// rewritten image shows where the image showed none is a
+		// difference too.
 		data, end := d.Extent(off)
-		if !data {
+		ndata, nend := n.Extent(off)
+		end = min(end, nend)
+		if !data && !ndata {
 			off = end
 			continue
 		}

@@ -38,10 +38,24 @@ func Relink(child, newParent string, opts *Options) (*RelinkResult, error) {
 	if abs, err := filepath.Abs(child); err == nil {
 		child = abs
 	}
+	// Through a symbolic link, the file written is its target: the relative
+	// path is recorded from the target's directory, where the image lives.
+	if real, err := filepath.EvalSymlinks(child); err == nil {
+		child = real
+	}
 	if abs, err := filepath.Abs(newParent); err == nil {
 		newParent = abs
 	}
 	childX, parentX := isVHDX(&o, child), isVHDX(&o, newParent)
+	if !parentX {
+		// Say why it is not a VHDX when it is not even a readable regular
+		// file (missing, a directory, a FIFO, a device).
+		f, err := o.openFile(newParent, false)
+		if err != nil {
+			return nil, fmt.Errorf("vhd: the new parent: %w", err)
+		}
+		f.Close()
+	}
 	if childX != parentX {
 		kind := map[bool]string{true: "VHDX", false: "VHD"}
 		return nil, fmt.Errorf("vhd: %s: %w: %s is a %s, the child a %s: a child's parent must have its format",

@@ -75,27 +75,39 @@ func (l *Layer) Empty() error {
 	if n*8 > l.bat.Length {
 		return fmt.Errorf("vhdx: %s: BUG: %d BAT entries exceed the BAT region", l.path, n)
 	}
-	bat := make([]byte, n*8)
-	if err := l.readAt(bat, l.bat.Off, "BAT"); err != nil {
-		return err
-	}
+	// The BAT is read and rewritten in pieces of 1 MiB (it may be 512 MiB):
+	// only the pieces that change are written.
+	const piece = miB / 8
+	buf := make([]byte, miB)
 	for pass := 0; pass < 2; pass++ {
 		changed := false
-		for idx := int64(0); idx < n; idx++ {
-			isBitmap := idx%(l.chunkRatio+1) == l.chunkRatio
-			if isBitmap != (pass == 1) {
-				continue
+		for s := int64(0); s < n; s += piece {
+			k := min(piece, n-s)
+			b := buf[:8*k]
+			if err := l.readAt(b, l.bat.Off+8*s, "BAT"); err != nil {
+				return err
 			}
-			if binary.LittleEndian.Uint64(bat[8*idx:]) != 0 {
-				binary.LittleEndian.PutUint64(bat[8*idx:], 0)
+			dirty := false
+			for i := int64(0); i < k; i++ {
+				idx := s + i
+				isBitmap := idx%(l.chunkRatio+1) == l.chunkRatio
+				if isBitmap != (pass == 1) {
+					continue
+				}
+				if binary.LittleEndian.Uint64(b[8*i:]) != 0 {
+					binary.LittleEndian.PutUint64(b[8*i:], 0)
+					dirty = true
+				}
+			}
+			if dirty {
+				if err := l.writeFile(b, l.bat.Off+8*s, thing{"BAT entry", s}); err != nil {
+					return err
+				}
 				changed = true
 			}
 		}
 		if !changed {
 			continue
-		}
-		if err := l.writeFile(bat, l.bat.Off, thing{"BAT", -1}); err != nil {
-			return err
 		}
 		if err := l.f.Sync(); err != nil {
 			return fmt.Errorf("vhdx: %s: fsync: %w", l.path, err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // RelinkResult says what Relink wrote.
@@ -69,6 +71,13 @@ func (l *Layer) RewriteLocator(kv []LocatorEntry) (int64, error) {
 	if !l.hasParent || it == nil {
 		return 0, fmt.Errorf("vhdx: %s: not a differencing file: it has no parent locator", l.path)
 	}
+	for _, e := range kv {
+		for _, t := range []string{e.Key, e.Value} {
+			if n := len(utf16.Encode([]rune(t))); n == 0 || n > 0xFFFF/2 {
+				return 0, fmt.Errorf("vhdx: %s: parent locator entry %q: %d UTF-16 units; a key or value holds 1 to %d", l.path, e.Key, n, 0xFFFF/2)
+			}
+		}
+	}
 	data := encodeLocator(kv)
 	if int64(len(data)) > maxMetadataItem {
 		return 0, fmt.Errorf("vhdx: %s: the new parent locator (%d bytes) is too large", l.path, len(data))
@@ -117,6 +126,9 @@ func (l *Layer) RewriteLocator(kv []LocatorEntry) (int64, error) {
 func (l *Layer) Relink(newParent string) (*RelinkResult, error) {
 	if l.w == nil {
 		return nil, ErrReadOnly
+	}
+	if !utf8.ValidString(newParent) {
+		return nil, fmt.Errorf("vhdx: parent path %q is not UTF-8 text, which a parent locator (UTF-16) cannot express", newParent)
 	}
 	if strings.Contains(newParent, `\`) {
 		return nil, fmt.Errorf("vhdx: parent path %q holds a backslash, which a parent locator cannot express", newParent)

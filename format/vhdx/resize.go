@@ -80,6 +80,17 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 			return old, err
 		}
 	}
+	// A fixed file's new blocks get their space first, before anything is
+	// written: a filesystem without room refuses with the file as it was.
+	var fixedAt int64
+	if size > old && l.leaveAlloc && !l.hasParent {
+		l.w.mu.Lock()
+		fixedAt, err = l.reserveFixed(size)
+		l.w.mu.Unlock()
+		if err != nil {
+			return old, err
+		}
+	}
 	if err := l.sessionHeader(size < old && l.hasParent); err != nil {
 		return old, err
 	}
@@ -89,7 +100,7 @@ func (l *Layer) Resize(size int64, shrink bool, below int64) (old int64, err err
 		return old, err
 	}
 	if size > old {
-		if err := l.grow(size, below); err != nil {
+		if err := l.grow(size, below, fixedAt); err != nil {
 			return old, err
 		}
 	}
@@ -161,53 +172,102 @@ func (l *Layer) setGeometry(size int64) {
 // checkTailZero refuses a shrink to size while a byte of [size, old) that
 // this file stores (a FULLY_PRESENT block, a sector of a PARTIALLY_PRESENT
 // one) is not zero.
+//
+// The range is mapped a block at a time: the runs of a whole disk whose
+// bitmaps alternate would not fit in memory.
 func (l *Layer) checkTailZero(size, old int64) error {
-	runs, err := l.Map(nil, size, old-size)
-	if err != nil {
-		return err
-	}
 	buf := make([]byte, miB)
-	pos := size
-	for _, r := range runs {
-		if r.State == layer.Data {
-			for k := int64(0); k < r.Len; {
-				p := buf[:min(int64(len(buf)), r.Len-k)]
-				if err := l.readAt(p, r.FileOff+k, "payload data"); err != nil {
-					return err
-				}
-				for i, c := range p {
-					if c != 0 {
-						return fmt.Errorf("vhdx: %s: cannot shrink to %d bytes: data at offset %d", l.path, size, pos+k+int64(i))
-					}
-				}
-				k += int64(len(p))
-			}
+	var runs []layer.Run
+	var err error
+	for at := size; at < old; {
+		n := min(old-at, l.blockSize-at%l.blockSize)
+		if runs, err = l.Map(runs[:0], at, n); err != nil {
+			return err
 		}
-		pos += r.Len
+		pos := at
+		for _, r := range runs {
+			if r.State == layer.Data {
+				for k := int64(0); k < r.Len; {
+					p := buf[:min(int64(len(buf)), r.Len-k)]
+					if err := l.readAt(p, r.FileOff+k, "payload data"); err != nil {
+						return err
+					}
+					for i, c := range p {
+						if c != 0 {
+							return fmt.Errorf("vhdx: %s: cannot shrink to %d bytes: data at offset %d", l.path, size, pos+k+int64(i))
+						}
+					}
+					k += int64(len(p))
+				}
+			}
+			pos += r.Len
+		}
+		at += n
 	}
 	return nil
 }
 
-// spans returns the ranges of the file the BAT's blocks hold (payload
-// blocks as whole blocks), for the current size.
-func (l *Layer) spans() ([]span, error) {
-	var out []span
-	err := l.scanBAT(func(idx int64, e uint64, bitmap bool) {
+// eachSpan calls fn with each range of the file the BAT's blocks hold
+// (payload blocks as whole blocks), for the current size. Nothing is
+// collected: a BAT of millions of blocks costs no memory.
+func (l *Layer) eachSpan(fn func(s span)) error {
+	return l.scanBAT(func(idx int64, e uint64, bitmap bool) {
 		switch e & 7 {
 		case stFullyPresent, stPartiallyPresent:
 			fo := int64(e>>20) << 20
 			if bitmap {
-				out = append(out, span{fo, fo + miB})
+				fn(span{fo, fo + miB})
 			} else {
-				out = append(out, span{fo, fo + l.blockSize})
+				fn(span{fo, fo + l.blockSize})
 			}
 		}
 	})
-	return out, err
 }
 
-// grow does steps 2 and 3 of Resize; w.mu is held.
-func (l *Layer) grow(size, below int64) error {
+// preallocateFile is preallocate; tests replace it to fail as a full
+// filesystem does.
+var preallocateFile = preallocate
+
+// reserveFixed extends a fixed file over the new blocks of a growth to
+// size and allocates their space, and returns where they start. When the
+// allocation fails (no room), the file is truncated back to the size it
+// had, which also gives back what the failed allocation took. w.mu is held.
+func (l *Layer) reserveFixed(size int64) (int64, error) {
+	w := l.w
+	at, n := w.nextFree, ((size+l.blockSize-1)/l.blockSize-l.nblocks)*l.blockSize
+	if n == 0 {
+		return at, nil // the disk grows inside its last block
+	}
+	f, ok := l.f.(*os.File)
+	if !ok {
+		return at, l.reserve(at, n)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("vhdx: %s: %w", l.path, err)
+	}
+	ext, eff, fsize := w.extended, l.effSize.Load(), fi.Size()
+	if err := l.reserve(at, n); err != nil {
+		return 0, err
+	}
+	if err = preallocateFile(f, at, n); err == nil {
+		return at, nil
+	}
+	err = fmt.Errorf("vhdx: %s: allocating %d bytes for the new blocks of a fixed image: %w", l.path, n, err)
+	if terr := l.f.Truncate(fsize); terr != nil {
+		return 0, fmt.Errorf("%w; truncating the file back to %d bytes: %v", err, fsize, terr)
+	}
+	if serr := l.f.Sync(); serr != nil {
+		return 0, fmt.Errorf("%w; fsync after truncating the file back: %v", err, serr)
+	}
+	w.extended, w.nextFree = ext, at
+	l.effSize.Store(eff)
+	return 0, err
+}
+
+// grow does steps 2 and 3 of Resize; w.mu is held. fixedAt is where a
+// fixed file's new blocks start (reserveFixed), 0 for other files.
+func (l *Layer) grow(size, below, fixedAt int64) error {
 	bs, cr := l.blockSize, l.chunkRatio
 	nOld := l.nblocks
 	nNew := (size + bs - 1) / bs
@@ -228,19 +288,6 @@ func (l *Layer) grow(size, below int64) error {
 	keep := int64(-1)
 	if l.hasParent {
 		keep = ((nOld-1)/cr)*(cr+1) + cr
-	}
-	var fixedAt int64
-	if l.leaveAlloc && !l.hasParent {
-		fixedAt = l.w.nextFree
-		n := (nNew - nOld) * bs
-		if err := l.reserve(fixedAt, n); err != nil {
-			return err
-		}
-		if f, ok := l.f.(*os.File); ok {
-			if err := preallocate(f, fixedAt, n); err != nil {
-				return fmt.Errorf("vhdx: %s: allocating %d bytes for the new blocks of a fixed image: %w", l.path, n, err)
-			}
-		}
 	}
 	entry := func(idx int64, old func() (uint64, error)) (uint64, error) {
 		if idx == keep {
@@ -393,18 +440,21 @@ func (l *Layer) clearTail(b, in int64) error {
 	if err != nil {
 		return err
 	}
-	sp, err := l.spans()
-	if err != nil {
+	lo, hi := fo+in, fo+l.blockSize
+	after := int64(-1) // the start of something in [lo, hi), if any
+	check := func(s span) {
+		if s.start != fo && lo < s.end && s.start < hi && after < 0 {
+			after = s.start
+		}
+	}
+	if err := l.eachSpan(check); err != nil {
 		return err
 	}
 	for _, a := range l.metaAreas {
-		sp = append(sp, span{a.start, a.end})
+		check(span{a.start, a.end})
 	}
-	lo, hi := fo+in, fo+l.blockSize
-	for _, s := range sp {
-		if s.start != fo && lo < s.end && s.start < hi {
-			return fmt.Errorf("vhdx: %s: resize: %w: the last block (%d) is stored short of a whole block, with something else after it at 0x%x; vhd convert instead", l.path, layer.ErrUnsupported, b, s.start)
-		}
+	if after >= 0 {
+		return fmt.Errorf("vhdx: %s: resize: %w: the last block (%d) is stored short of a whole block, with something else after it at 0x%x; vhd convert instead", l.path, layer.ErrUnsupported, b, after)
 	}
 	// The file may end inside the block: it is extended over the whole
 	// block (no other structure lies there, and new blocks go past
@@ -457,6 +507,10 @@ func (l *Layer) clearTail(b, in int64) error {
 	return l.syncFile("clearing the end of the last block")
 }
 
+// releaseBatch is how many released blocks release punches per sync (a
+// variable for tests).
+var releaseBatch = 1 << 16
+
 // release does step 5 of Resize, after the size went from old to size:
 // blocks wholly past the end, and the sector bitmap blocks of chunks past
 // the last, become NOT_PRESENT; synced; their space is punched and the
@@ -465,6 +519,27 @@ func (l *Layer) release(size, old int64) error {
 	bs, cr := l.blockSize, l.chunkRatio
 	nNew, nOld := l.nblocks, (old+bs-1)/bs
 	var freed []span
+	released := false
+	// The released blocks are punched in batches, each after the entries
+	// that pointed at them are durably NOT_PRESENT: the list stays bounded
+	// however many blocks a shrink releases.
+	flush := func() error {
+		if len(freed) == 0 {
+			return nil
+		}
+		if err := l.syncFile("releasing the blocks past the end"); err != nil {
+			return err
+		}
+		for _, s := range freed {
+			if s.start >= headerAreaEnd {
+				if err := l.punch(s.start, s.end-s.start, false, thing{"released block", -1}); err != nil {
+					return err
+				}
+			}
+		}
+		freed, released = freed[:0], true
+		return nil
+	}
 	drop := func(idx, n int64) error {
 		e, err := l.batEntry(idx)
 		if err != nil {
@@ -474,7 +549,12 @@ func (l *Layer) release(size, old int64) error {
 			freed = append(freed, span{int64(e>>20) << 20, int64(e>>20)<<20 + n})
 		}
 		if e != stNotPresent {
-			return l.setBAT(idx, stNotPresent)
+			if err := l.setBAT(idx, stNotPresent); err != nil {
+				return err
+			}
+		}
+		if len(freed) >= releaseBatch {
+			return flush()
 		}
 		return nil
 	}
@@ -490,29 +570,18 @@ func (l *Layer) release(size, old int64) error {
 			}
 		}
 	}
-	if len(freed) == 0 {
-		return nil
-	}
-	if err := l.syncFile("releasing the blocks past the end"); err != nil {
+	if err := flush(); err != nil {
 		return err
 	}
-	for _, s := range freed {
-		if s.start >= headerAreaEnd {
-			if err := l.punch(s.start, s.end-s.start, false, thing{"released block", -1}); err != nil {
-				return err
-			}
-		}
+	if !released {
+		return nil
 	}
 	end := int64(headerAreaEnd)
 	for _, a := range l.metaAreas {
 		end = max(end, a.end)
 	}
-	sp, err := l.spans()
-	if err != nil {
+	if err := l.eachSpan(func(s span) { end = max(end, s.end) }); err != nil {
 		return err
-	}
-	for _, s := range sp {
-		end = max(end, s.end)
 	}
 	end = (end + miB - 1) &^ (miB - 1)
 	w := l.w
