@@ -76,8 +76,8 @@ const commitChunk = 4 << 20
 // It refuses when the child or the parent is in use (both are opened for
 // writing, which takes their locks), when the parent is damaged (its
 // writable open refuses) or read-only by its mode (even for root), when the
-// child is larger than its parent, and,
-// unless o.Force, when other children of the parent are found in its
+// child is larger than its parent, when o.Remove is set and child is a
+// symbolic link, and, unless o.Force, when other children of the parent are found in its
 // directory (*SiblingError).
 //
 // Crash safety: at every instant the chain child -> parent reads the same
@@ -92,6 +92,14 @@ func Commit(child string, o CommitOptions) (*CommitResult, error) {
 	opts := &Options{OpenFile: o.OpenFile}
 	if abs, err := filepath.Abs(child); err == nil {
 		child = abs
+	}
+	if o.Remove {
+		// Removing the link would leave the image behind, removing its
+		// target would delete a file the user did not name: neither.
+		if fi, err := os.Lstat(child); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(child)
+			return nil, fmt.Errorf("vhd: %s: a symbolic link (to %s): --remove deletes the child image, so name the image itself", child, target)
+		}
 	}
 	if isVHDX(opts, child) {
 		return commitVHDX(child, o, opts)

@@ -16,7 +16,8 @@ func cmdCommit(args []string, stdout, stderr io.Writer) int {
 sector, then empty CHILD (it stays a valid, empty child of the parent), or
 delete it with --remove. At every instant the chain CHILD -> parent reads the
 same: the parent is written and synced before CHILD is emptied. Refused when
-CHILD or its parent is in use, when the parent is damaged, and, unless
+CHILD or its parent is in use, when the parent is damaged or read-only by
+its mode, with --remove when CHILD is a symbolic link, and, unless
 --force, when other children of the parent are found in its directory (their
 contents would change) or, with --remove, children of CHILD in its own.
 A VHDX CHILD (.avhdx) is committed into its VHDX parent the same way; the
