@@ -92,6 +92,12 @@ func (l *Layer) Compact(belowHasData func(off, n int64) bool, verify func(tmp st
 	if n := hardLinks(fi); n > 1 {
 		return res, fmt.Errorf("vhdx: %s: compact: the image has %d hard links; rewriting it would split them", path, n)
 	}
+	for _, r := range l.regions {
+		if r.GUID != guidBATRegion && r.GUID != guidMetadataRegion {
+			return res, fmt.Errorf("vhdx: %s: region table entry at 0x%x: compact: %w: the optional region %s (0x%x bytes at 0x%x) would not be copied by the rewrite",
+				path, r.entryOff, layer.ErrUnsupported, r.GUID, r.Length, r.Off)
+		}
+	}
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".vhdx-compact-"+hex.EncodeToString(rnd[:]))
