@@ -70,7 +70,7 @@ func TestCommitRemoveSymlink(t *testing.T) {
 // compact with the file unchanged; it still opens and reads.
 func TestCompactRefusesUnknownRegion(t *testing.T) {
 	_, _, child, model := attackChain(t, 4<<20)
-	in := vxInfo(t, child)
+	in := vhdxInfo(t, child)
 	fi, err := os.Stat(child)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +95,7 @@ func TestCompactRefusesUnknownRegion(t *testing.T) {
 		patchFile(t, child, ro+8, putU32)
 		fixRegionCRC(t, child, ro)
 	}
-	if n := len(vxInfo(t, child).Regions); n != 3 {
+	if n := len(vhdxInfo(t, child).Regions); n != 3 {
 		t.Fatalf("the patched file lists %d regions, want 3", n)
 	}
 	before := fileSum(t, child)

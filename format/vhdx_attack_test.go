@@ -77,25 +77,6 @@ func TestAttackCommitReadOnlyParent(t *testing.T) {
 	}
 }
 
-// vxInfo returns the vhdx Info of the file at path.
-func vxInfo(t *testing.T, path string) *vhdx.Info {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	l, err := vhdx.Open(path, f, vhdx.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := l.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
-}
-
 func patchFile(t *testing.T, path string, off int64, b []byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -180,7 +161,7 @@ func TestAttackRelinkLocked(t *testing.T) {
 // locator is moved to end exactly at the end of the region.
 func TestAttackRelinkFullMetadata(t *testing.T) {
 	_, parent, child, model := attackChain(t, 4<<20)
-	in := vxInfo(t, child)
+	in := vhdxInfo(t, child)
 	var meta vhdx.Region
 	for _, r := range in.Regions {
 		if r.Name == "metadata" {
@@ -235,7 +216,7 @@ func TestAttackRelinkFullMetadata(t *testing.T) {
 		}
 	}
 	patchFile(t, child, eo+16, o[:])
-	if ps := vxInfo(t, child); ps.ParentLocator == nil {
+	if ps := vhdxInfo(t, child); ps.ParentLocator == nil {
 		t.Fatal("no locator")
 	}
 	if _, err := Relink(child, parent, nil); err != nil {
@@ -268,7 +249,7 @@ func setLocator(t *testing.T, path, rel string, dw vhdx.GUID) {
 
 func dataWriteGUID(t *testing.T, path string) vhdx.GUID {
 	t.Helper()
-	in := vxInfo(t, path)
+	in := vhdxInfo(t, path)
 	for _, h := range in.Headers {
 		if h.Current {
 			return h.Header.DataWriteGUID
@@ -395,7 +376,7 @@ func fixRegionCRC(t *testing.T, path string, off int64) {
 func TestAttackDamaged(t *testing.T) {
 	type damage func(t *testing.T, path string)
 	batEntries := func(t *testing.T, path string) (vhdx.Region, []uint64) {
-		in := vxInfo(t, path)
+		in := vhdxInfo(t, path)
 		bat := regionOf(in, "BAT")
 		raw, _ := os.ReadFile(path)
 		var es []uint64
@@ -433,7 +414,7 @@ func TestAttackDamaged(t *testing.T) {
 		},
 		"block in metadata": func(t *testing.T, path string) {
 			bat, _, b, es := firstTwo(t, path)
-			meta := regionOf(vxInfo(t, path), "metadata")
+			meta := regionOf(vhdxInfo(t, path), "metadata")
 			putU64(t, path, bat.Off+8*int64(b), uint64(meta.Off)|es[b]&7)
 		},
 		"block in BAT": func(t *testing.T, path string) {
@@ -448,7 +429,7 @@ func TestAttackDamaged(t *testing.T) {
 			patchFile(t, path, 256<<10+100, []byte{1})
 		},
 		"metadata items overlap": func(t *testing.T, path string) {
-			in := vxInfo(t, path)
+			in := vhdxInfo(t, path)
 			meta := regionOf(in, "metadata")
 			// The second item's entry gets the first one's offset.
 			raw, _ := os.ReadFile(path)
@@ -456,7 +437,7 @@ func TestAttackDamaged(t *testing.T) {
 			patchFile(t, path, meta.Off+64+16, off0)
 		},
 		"BAT region overlaps metadata": func(t *testing.T, path string) {
-			in := vxInfo(t, path)
+			in := vhdxInfo(t, path)
 			meta := regionOf(in, "metadata")
 			bat := regionOf(in, "BAT")
 			raw, _ := os.ReadFile(path)
@@ -550,7 +531,7 @@ func manyRunsChild(t *testing.T) (parent, child string, model []byte) {
 	d.Close()
 	// Blocks 1-1023: the same bitmap, each at its own (sparse, zero) space
 	// past the end of the file.
-	in := vxInfo(t, child)
+	in := vhdxInfo(t, child)
 	if in.ChunkRatio != 4096 {
 		t.Fatalf("chunk ratio %d", in.ChunkRatio)
 	}
@@ -691,7 +672,7 @@ func TestAttackRelinkInvalidUTF8(t *testing.T) {
 // no file changed.
 func TestAttackBadLocator(t *testing.T) {
 	locOf := func(t *testing.T, path string) int64 {
-		for _, it := range vxInfo(t, path).Metadata {
+		for _, it := range vhdxInfo(t, path).Metadata {
 			if it.Name == "ParentLocator" {
 				return it.Off
 			}
@@ -750,7 +731,7 @@ func TestAttackCommitLinkage2(t *testing.T) {
 	if got := readAll(t, child, 4<<20); !bytes.Equal(got, model) {
 		t.Fatal("the chain does not read as the model")
 	}
-	loc := vxInfo(t, child).ParentLocator.Entries
+	loc := vhdxInfo(t, child).ParentLocator.Entries
 	now := "{" + dataWriteGUID(t, parent).String() + "}"
 	for _, e := range loc {
 		if e.Key == "parent_linkage2" || e.Key == "parent_linkage" && e.Value != now {
@@ -782,7 +763,7 @@ func TestAttackRelinkThroughSymlink(t *testing.T) {
 		t.Fatalf("the link is gone: %v", err)
 	}
 	var rel string
-	for _, e := range vxInfo(t, child).ParentLocator.Entries {
+	for _, e := range vhdxInfo(t, child).ParentLocator.Entries {
 		if e.Key == "relative_path" {
 			rel = e.Value
 		}

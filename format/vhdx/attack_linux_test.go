@@ -41,14 +41,7 @@ func TestAttackResizeFixedNoRoom(t *testing.T) {
 		return syscall.ENOSPC
 	})
 	defer vhdx.SetPreallocate(nil)
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := vhdx.Open(path, f, vhdx.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := openRW(t, path)
 	_, err = l.Resize(64<<20, false, 0)
 	t.Logf("resize: %v", err)
 	if !errors.Is(err, syscall.ENOSPC) || !called {
