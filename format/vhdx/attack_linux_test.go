@@ -57,7 +57,10 @@ func TestAttackResizeFixedNoRoom(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Fatalf("a failed resize changed the file (%d bytes, was %d)", len(after), len(before))
 	}
-	if b := blocks(); b > b0 {
+	// The failed allocation took 16 MiB (32768 blocks of 512 bytes); the
+	// filesystem may keep a block or two of its own metadata (an extent
+	// tree block of 4 KiB was seen on ext4) after the truncation.
+	if b := blocks(); b > b0+16 {
 		t.Errorf("the file holds %d blocks of 512 bytes, %d before: the failed allocation was kept", b, b0)
 	}
 }
