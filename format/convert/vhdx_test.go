@@ -23,6 +23,9 @@ import (
 	"github.com/vhdmount/vhdmount/internal/testenv"
 )
 
+// TestMain removes the corpus files Unpack copied, pass or fail.
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 // The VHDX outputs are read back by qemu-img, 7-Zip and libvhdi and by
 // format.Open, and their BAT is read by hand with the spec's constants.
 
